@@ -1,0 +1,1 @@
+"""The aiortc media Worker: Producers and Consumers forwarding encoded frames, never transcoding."""

@@ -1,0 +1,1 @@
+"""Recorder, encryption at rest, composer, catalog and retention (issue 4)."""

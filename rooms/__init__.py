@@ -1,0 +1,1 @@
+"""The domain: Consultation, Participant, Role, permissions and the RoomStore. No aiohttp, no aiortc."""

@@ -1,0 +1,1 @@
+"""The aiohttp signaling server: WebSocket protocol, HTTP API, tokens, CLI and composition."""
