@@ -1,1 +1,1 @@
-"""The domain: Consultation, Participant, Role, permissions and the RoomStore. No aiohttp, no aiortc."""
+"""The domain: Consultation, Participant, Role, permissions, RoomStore. No aiohttp, no aiortc."""
