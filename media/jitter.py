@@ -1,0 +1,74 @@
+"""Frame assembly for forwarding: hand a frame on as soon as it is complete.
+
+aiortc's JitterBuffer ignores the RTP marker bit, so a video frame leaves only when the
+next frame's first packet arrives (one frame interval late, ~33 ms at 30 fps) and audio
+waits for four packets (~80 ms). A forwarder needs neither delay: the subscriber's own
+jitter buffer smooths playout. These subclasses keep aiortc's storage, loss handling and
+PLI signalling and change only when a frame is released.
+
+``discontinuity`` is raised whenever a frame was lost or dropped: aiortc's packetizer gives
+every forwarded frame the next picture id, so a subscriber cannot see the gap itself and
+its Consumer must wait for the next keyframe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from aiortc.jitterbuffer import JitterBuffer, JitterFrame
+from aiortc.rtp import RtpPacket
+from aiortc.utils import uint16_gt
+
+
+class VideoFrameAssembler(JitterBuffer):
+    def __init__(self, starts_frame: Callable[[bytes], bool], capacity: int = 512) -> None:
+        super().__init__(capacity=capacity, is_video=True)
+        self._starts_frame = starts_frame
+        self.discontinuity = False
+
+    def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
+        pli_flag, frame = super().add(packet)
+        if pli_flag:
+            # aiortc dropped packets (reordering beyond repair, or overflow).
+            self.discontinuity = True
+        return pli_flag, frame
+
+    def _remove_frame(self, sequence_number: int) -> JitterFrame | None:
+        packets: list[RtpPacket] = []
+        timestamp: int | None = None
+        for count in range(self._capacity):
+            packet = self._packets[(self._origin + count) % self._capacity]
+            if packet is None:
+                return None
+            if timestamp is None:
+                timestamp = packet.timestamp
+            elif packet.timestamp != timestamp:
+                # The previous frame's marker packet never came; release what we have.
+                return self._release(packets, timestamp, count)
+            packets.append(packet)
+            if packet.marker:
+                return self._release(packets, timestamp, count + 1)
+        return None
+
+    def _release(self, packets: list[RtpPacket], timestamp: int, count: int) -> JitterFrame | None:
+        self.remove(count)
+        if not self._starts_frame(packets[0].payload):
+            # The head of this frame was lost before we started (or was dropped).
+            self.discontinuity = True
+            return None
+        return JitterFrame(data=b"".join(p._data for p in packets), timestamp=timestamp)  # type: ignore[attr-defined]
+
+
+class AudioPassThrough(JitterBuffer):
+    """Every Opus RTP packet is a whole frame: release it at once, drop late duplicates."""
+
+    def __init__(self) -> None:
+        super().__init__(capacity=16)
+        self._last_seq: int | None = None
+        self.discontinuity = False
+
+    def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
+        if self._last_seq is not None and not uint16_gt(packet.sequence_number, self._last_seq):
+            return False, None
+        self._last_seq = packet.sequence_number
+        return False, JitterFrame(data=packet._data, timestamp=packet.timestamp)  # type: ignore[attr-defined]

@@ -1,0 +1,123 @@
+"""A Producer: one incoming track of one participant, fanned out to its Consumers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import av
+from aiortc import RTCRtpReceiver
+from aiortc.jitterbuffer import JitterFrame
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+
+from media.codecs import CLOCK_RATE, TIME_BASE, is_keyframe
+from media.tap import request_keyframe
+
+if TYPE_CHECKING:
+    from media.consumer import Consumer
+
+log = logging.getLogger(__name__)
+
+# One clock for every Producer of the Worker process: a Producer's first frame is stamped
+# with the wall time since this epoch, so a reused outbound m-line sees timestamps carry on
+# when it switches from one Producer to another, and recorded tracks line up.
+_EPOCH = time.monotonic()
+
+
+class Producer:
+    def __init__(
+        self,
+        producer_id: str,
+        participant_id: str,
+        kind: str,
+        receiver: RTCRtpReceiver,
+        *,
+        keyframe_interval_s: float,
+    ) -> None:
+        self.id = producer_id
+        self.participant_id = participant_id
+        self.kind = kind
+        self.receiver = receiver
+        self.consumers: set[Consumer] = set()
+        self.mime_type: str | None = None
+        self.closed = False
+        self._clock_rate = CLOCK_RATE[kind]
+        self._time_base = TIME_BASE[kind]
+        self._pts_offset: int | None = None
+        self._keyframe_interval = keyframe_interval_s
+        self._last_pli = -1e9
+        self._pli_pending: asyncio.TimerHandle | None = None
+        # counters, read by stats and tests
+        self.frames = 0
+        self.keyframes = 0
+        self.bytes = 0
+        self.discontinuities = 0
+        self.keyframe_requests_sent = 0
+
+    def __repr__(self) -> str:
+        return f"Producer({self.id}, {self.kind}, consumers={len(self.consumers)})"
+
+    def on_frame(self, codec: RTCRtpCodecParameters, frame: JitterFrame, lost: bool) -> None:
+        """Called by the tap, on the event loop, once per reassembled encoded frame."""
+        if self.closed:
+            return
+        if self._pts_offset is None:
+            self.mime_type = codec.mimeType
+            now = round((time.monotonic() - _EPOCH) * self._clock_rate)
+            self._pts_offset = now - frame.timestamp
+        data = frame.data
+        keyframe = is_keyframe(codec.mimeType, data)
+        self.frames += 1
+        self.bytes += len(data)
+        if keyframe and self.kind == "video":
+            self.keyframes += 1
+        if lost and self.kind == "video":
+            self.discontinuities += 1
+            for consumer in self.consumers:
+                consumer.resync()
+        # One packet, shared by every Consumer: packetizing reads it and never writes it.
+        packet = av.Packet(data)
+        packet.pts = self._pts_offset + frame.timestamp
+        packet.time_base = self._time_base
+        for consumer in tuple(self.consumers):
+            consumer.push(packet, keyframe)
+
+    def request_keyframe(self) -> None:
+        """Ask the publisher for a keyframe (PLI), at most once per interval.
+
+        A request inside the interval is not dropped but deferred to its end: the Consumer
+        that asked is still waiting, and the keyframe that answered the earlier request may
+        have come before it started waiting.
+        """
+        if self.kind != "video" or self.closed:
+            return
+        wait = self._last_pli + self._keyframe_interval - time.monotonic()
+        if wait <= 0:
+            self._send_pli()
+        elif self._pli_pending is None:
+            loop = asyncio.get_running_loop()
+            self._pli_pending = loop.call_later(wait, self._send_pli)
+
+    def _send_pli(self) -> None:
+        self._pli_pending = None
+        if self.closed:
+            return
+        self._last_pli = time.monotonic()
+        self.keyframe_requests_sent += 1
+        task = asyncio.ensure_future(request_keyframe(self.receiver))
+        task.add_done_callback(_log_failure)
+
+    def close(self) -> None:
+        self.closed = True
+        if self._pli_pending is not None:
+            self._pli_pending.cancel()
+            self._pli_pending = None
+        for consumer in tuple(self.consumers):
+            consumer.close()
+
+
+def _log_failure(task: asyncio.Future[bool]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("keyframe request failed: %s", task.exception())

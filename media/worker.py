@@ -1,0 +1,138 @@
+"""The in-process media Worker: the embedded default, one event loop, one core.
+
+A Worker holds MediaRooms, one per consultation placed on it; a MediaRoom routes every
+Producer to a Consumer in every other subscribing session (mediasoup calls this a Router).
+Signaling drives a Worker through this class and hears back through WorkerEvents; the
+Redis-backed deployment puts the same interface behind a bus.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Protocol
+
+from media.config import MediaConfig
+from media.ice import restrict_host_addresses
+from media.producer import Producer
+from media.session import Kind, PeerSession, SessionSignal
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ProducerInfo:
+    producer_id: str
+    participant_id: str
+    kind: Kind
+
+
+class WorkerEvents(Protocol):
+    def producer_opened(self, consultation_id: str, producer: ProducerInfo) -> None: ...
+
+    def producer_closed(self, consultation_id: str, producer: ProducerInfo) -> None: ...
+
+    def session_failed(self, consultation_id: str, participant_id: str, reason: str) -> None: ...
+
+
+def _info(producer: Producer) -> ProducerInfo:
+    kind: Kind = "video" if producer.kind == "video" else "audio"
+    return ProducerInfo(producer.id, producer.participant_id, kind)
+
+
+class MediaRoom:
+    def __init__(self, consultation_id: str, events: WorkerEvents) -> None:
+        self.consultation_id = consultation_id
+        self.sessions: dict[str, PeerSession] = {}
+        self.producers: dict[str, Producer] = {}
+        self._events = events
+
+    def producer_opened(self, producer: Producer) -> None:
+        self.producers[producer.id] = producer
+        for session in self.sessions.values():
+            if session.subscribe and session.participant_id != producer.participant_id:
+                session.consume(producer)
+        self._events.producer_opened(self.consultation_id, _info(producer))
+
+    def session_failed(self, session: PeerSession, reason: str) -> None:
+        log.warning("%r failed: %s", session, reason)
+        self._events.session_failed(self.consultation_id, session.participant_id, reason)
+
+    def add(self, session: PeerSession) -> None:
+        self.sessions[session.participant_id] = session
+        if session.subscribe:
+            for producer in self.producers.values():
+                session.consume(producer)
+
+    async def remove(self, participant_id: str) -> None:
+        session = self.sessions.pop(participant_id, None)
+        if session is None:
+            return
+        gone = list(session.producers.values())
+        for producer in gone:
+            self.producers.pop(producer.id, None)
+            for other in self.sessions.values():
+                other.stop_consuming(producer.id)
+        await session.close()
+        for producer in gone:
+            self._events.producer_closed(self.consultation_id, _info(producer))
+
+
+class Worker:
+    def __init__(self, config: MediaConfig, events: WorkerEvents) -> None:
+        self.config = config
+        self.rooms: dict[str, MediaRoom] = {}
+        self._events = events
+        restrict_host_addresses(config.ice_addresses)
+
+    def open_session(
+        self,
+        consultation_id: str,
+        participant_id: str,
+        *,
+        publish: tuple[Kind, ...],
+        subscribe: bool,
+        signal: SessionSignal,
+    ) -> PeerSession:
+        room = self.rooms.get(consultation_id)
+        if room is None:
+            room = self.rooms[consultation_id] = MediaRoom(consultation_id, self._events)
+        if participant_id in room.sessions:
+            raise ValueError(f"participant {participant_id} already has a session")
+        session = PeerSession(
+            room,
+            participant_id,
+            publish=publish,
+            subscribe=subscribe,
+            signal=signal,
+            config=self.config,
+        )
+        room.add(session)
+        session.start()
+        return session
+
+    def session(self, consultation_id: str, participant_id: str) -> PeerSession | None:
+        room = self.rooms.get(consultation_id)
+        return room.sessions.get(participant_id) if room else None
+
+    async def close_session(self, consultation_id: str, participant_id: str) -> None:
+        room = self.rooms.get(consultation_id)
+        if room is None:
+            return
+        await room.remove(participant_id)
+        if not room.sessions:
+            del self.rooms[consultation_id]
+
+    async def close(self) -> None:
+        for consultation_id, room in list(self.rooms.items()):
+            for participant_id in list(room.sessions):
+                await self.close_session(consultation_id, participant_id)
+
+    def stats(self) -> dict[str, int]:
+        sessions = [s for room in self.rooms.values() for s in room.sessions.values()]
+        return {
+            "rooms": len(self.rooms),
+            "sessions": len(sessions),
+            "producers": sum(len(r.producers) for r in self.rooms.values()),
+            "consumers": sum(len(s.consumers) for s in sessions),
+        }
