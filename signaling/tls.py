@@ -46,9 +46,12 @@ def self_signed(
     if _reusable(cert_path, key_path, names, now):
         return cert_path, key_path
 
-    if not tls_dir.exists():
-        tls_dir.mkdir(mode=0o700, parents=True)
-        tls_dir.chmod(0o700)
+    for d in (data_dir, tls_dir):
+        if not d.exists():
+            # The data dir also holds the token secret: private from the start, whoever
+            # creates it first. chmod because mkdir's mode is filtered by the umask.
+            d.mkdir(mode=0o700, parents=True)
+            d.chmod(0o700)
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "teleconsult self-signed")])
     cert = (

@@ -40,6 +40,11 @@ def test_cert_has_the_sans_and_loads_into_an_ssl_context(tmp_path: Path) -> None
     assert isinstance(ssl_context(cert, key), ssl.SSLContext)
 
 
+def test_a_new_data_dir_is_created_private(tmp_path: Path) -> None:
+    self_signed(tmp_path / "fresh", [])
+    assert stat.S_IMODE((tmp_path / "fresh").stat().st_mode) == 0o700
+
+
 async def test_a_client_trusting_the_cert_completes_a_handshake(tmp_path: Path) -> None:
     cert, key = self_signed(tmp_path, [])
     server = await asyncio.start_server(
