@@ -35,9 +35,7 @@ def test_no_empty_strings(lang: str) -> None:
 def test_placeholders_agree() -> None:
     en, zh = _raw("en"), _raw("zh-CN")
     for key in en:
-        assert set(re.findall(r"\{(\w+)\}", en[key])) == set(
-            re.findall(r"\{(\w+)\}", zh[key])
-        ), key
+        assert set(re.findall(r"\{(\w+)\}", en[key])) == set(re.findall(r"\{(\w+)\}", zh[key])), key
 
 
 def test_roles_and_kinds_are_localized() -> None:

@@ -1,0 +1,112 @@
+// One RTCPeerConnection per participant, for both directions; the server is the only
+// offerer. Each offer says, per m-line (mid), whether it carries our own track ("publish"),
+// someone else's ("consume") or nothing ("idle"). What we receive is labelled by mid only.
+
+export class Call {
+  /**
+   * @param {{iceServers: RTCIceServer[],
+   *          onCandidate: (c: RTCIceCandidate|null) => void,
+   *          onStateChange: (state: string) => void}} opts
+   */
+  constructor({ iceServers, onCandidate, onStateChange }) {
+    this.pc = new RTCPeerConnection({
+      iceServers: iceServers ?? [],
+      bundlePolicy: "max-bundle",
+      rtcpMuxPolicy: "require",
+    });
+    this.onCandidate = onCandidate;
+    this.onStateChange = onStateChange;
+    /** @type {Map<string, {mid: string, kind: string, role: string, participantId?: string, producerId?: string}>} */
+    this.slots = new Map();
+    // Candidates wait until our first answer has been sent, so the server never sees a
+    // candidate for a description it does not have yet.
+    this.pendingCandidates = [];
+    this.answered = false;
+
+    this.pc.addEventListener("icecandidate", (ev) => {
+      // An empty candidate string is Chrome's per-generation end marker; the null event
+      // that follows it is the one we forward as end-of-candidates.
+      if (ev.candidate && !ev.candidate.candidate) return;
+      if (this.answered) this.onCandidate(ev.candidate);
+      else this.pendingCandidates.push(ev.candidate);
+    });
+    const report = () => this.onStateChange(this.state());
+    this.pc.addEventListener("connectionstatechange", report);
+    this.pc.addEventListener("iceconnectionstatechange", report);
+  }
+
+  /** "new" | "connecting" | "connected" | "disconnected" | "failed" | "closed" */
+  state() {
+    const pc = this.pc;
+    if (pc.connectionState) return pc.connectionState;
+    // Older engines without connectionState: map the ICE state.
+    const ice = pc.iceConnectionState;
+    if (ice === "checking") return "connecting";
+    if (ice === "completed") return "connected";
+    return ice;
+  }
+
+  /**
+   * Apply one server offer and return our answer's SDP.
+   * @param {{sdp: string, tracks: Array<{mid: string, kind: string, role: string,
+   *          participantId?: string, producerId?: string}>}} offer
+   * @param {{audio: MediaStreamTrack|null, video: MediaStreamTrack|null}} localTracks
+   */
+  async handleOffer(offer, localTracks) {
+    const pc = this.pc;
+    await pc.setRemoteDescription({ type: "offer", sdp: offer.sdp });
+    const byMid = new Map();
+    for (const tr of pc.getTransceivers()) {
+      if (tr.mid !== null) byMid.set(tr.mid, tr);
+    }
+    for (const slot of offer.tracks ?? []) {
+      const tr = byMid.get(slot.mid);
+      if (!tr || tr.currentDirection === "stopped" || tr.stopped) continue;
+      if (slot.role === "publish") {
+        const track = localTracks[slot.kind] ?? null;
+        if (tr.sender.track !== track) await tr.sender.replaceTrack(track);
+        tr.direction = track ? "sendonly" : "inactive";
+      } else if (slot.role === "consume") {
+        tr.direction = "recvonly";
+      } else {
+        tr.direction = "inactive";
+      }
+    }
+    const answer = await pc.createAnswer();
+    await pc.setLocalDescription(answer);
+    this.slots = new Map((offer.tracks ?? []).map((s) => [s.mid, s]));
+    return pc.localDescription.sdp;
+  }
+
+  /** Called once the answer is on the wire: release the candidates gathered meanwhile. */
+  answerSent() {
+    if (this.answered) return;
+    this.answered = true;
+    for (const c of this.pendingCandidates.splice(0)) this.onCandidate(c);
+  }
+
+  /** participantId -> the receiver tracks of its consume slots (audio and video). */
+  remoteTracks() {
+    const result = new Map();
+    const byMid = new Map();
+    for (const tr of this.pc.getTransceivers()) {
+      if (tr.mid !== null) byMid.set(tr.mid, tr);
+    }
+    for (const slot of this.slots.values()) {
+      if (slot.role !== "consume" || !slot.participantId) continue;
+      const tr = byMid.get(slot.mid);
+      if (!tr || !tr.receiver.track) continue;
+      if (!result.has(slot.participantId)) result.set(slot.participantId, []);
+      result.get(slot.participantId).push(tr.receiver.track);
+    }
+    return result;
+  }
+
+  close() {
+    try {
+      this.pc.close();
+    } catch {
+      // already closed
+    }
+  }
+}
