@@ -83,7 +83,9 @@ def _pictures(width: int, height: int, count: int) -> list[np.ndarray]:
     return pictures
 
 
-def _encode_vp8(pictures: list[np.ndarray], width: int, height: int, bitrate: int, intra: bool) -> list[bytes]:
+def _encode_vp8(
+    pictures: list[np.ndarray], width: int, height: int, bitrate: int, intra: bool
+) -> list[bytes]:
     codec = av.CodecContext.create("libvpx", "w")
     codec.width, codec.height = width, height
     codec.pix_fmt = "yuv420p"
@@ -91,7 +93,12 @@ def _encode_vp8(pictures: list[np.ndarray], width: int, height: int, bitrate: in
     codec.framerate = fractions.Fraction(VIDEO_FPS, 1)
     codec.bit_rate = bitrate
     codec.gop_size = 1 if intra else 100000
-    codec.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0", "auto-alt-ref": "0"}
+    codec.options = {
+        "deadline": "realtime",
+        "cpu-used": "8",
+        "lag-in-frames": "0",
+        "auto-alt-ref": "0",
+    }
     chroma = np.full((height // 2, width // 2), 128, dtype=np.uint8)
     out: list[bytes] = []
     for i, luma in enumerate(pictures):
@@ -107,7 +114,9 @@ def _encode_vp8(pictures: list[np.ndarray], width: int, height: int, bitrate: in
     return out
 
 
-def vp8_clip(width: int = 640, height: int = 480, seconds: float = 10.0, bitrate: int = 600_000) -> Clip:
+def vp8_clip(
+    width: int = 640, height: int = 480, seconds: float = 10.0, bitrate: int = 600_000
+) -> Clip:
     count = int(seconds * VIDEO_FPS)
 
     def make() -> Clip:
@@ -135,7 +144,9 @@ def opus_clip(seconds: float = 10.0) -> Clip:
         out: list[bytes] = []
         for i in range(len(tone) // samples):
             chunk = tone[i * samples : (i + 1) * samples]
-            frame = av.AudioFrame.from_ndarray(np.repeat(chunk, 2).reshape(1, -1), format="s16", layout="stereo")
+            frame = av.AudioFrame.from_ndarray(
+                np.repeat(chunk, 2).reshape(1, -1), format="s16", layout="stereo"
+            )
             frame.sample_rate = 48000
             frame.pts = i * samples
             out += [bytes(p) for p in codec.encode(frame)]

@@ -64,7 +64,9 @@ class Ping(_Message):
     ts: float | None = None
 
 
-ClientMessage = Annotated[Join | Answer | Candidate | Mute | Leave | Ping, Field(discriminator="type")]
+ClientMessage = Annotated[
+    Join | Answer | Candidate | Mute | Leave | Ping, Field(discriminator="type")
+]
 _client_adapter: TypeAdapter[ClientMessage] = TypeAdapter(ClientMessage)
 
 
