@@ -6,7 +6,7 @@ import ipaddress
 import re
 
 import aioice.ice
-from aiortc import RTCConfiguration, RTCIceServer
+from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceServer
 
 from media.config import IceAddress, IceServer, MediaConfig
 
@@ -40,7 +40,12 @@ def unrestrict_host_addresses() -> None:
 
 def rtc_configuration(config: MediaConfig) -> RTCConfiguration:
     # An explicit empty list: given None, aiortc falls back to a public STUN server.
-    return RTCConfiguration(iceServers=[_rtc_ice_server(s) for s in config.ice_servers])
+    # max-bundle: under aiortc's default (balanced) policy, a transceiver added before the
+    # first answer lands keeps a transport that bundling then closes, and never sends.
+    return RTCConfiguration(
+        iceServers=[_rtc_ice_server(s) for s in config.ice_servers],
+        bundlePolicy=RTCBundlePolicy.MAX_BUNDLE,
+    )
 
 
 def _rtc_ice_server(server: IceServer) -> RTCIceServer:

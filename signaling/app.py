@@ -24,6 +24,7 @@ from signaling.ws import ClientConnection
 log = logging.getLogger(__name__)
 
 SERVER: web.AppKey[Server] = web.AppKey("server", Server)
+WS_FRAME_LIMIT = 16 * MAX_MESSAGE_BYTES
 _SOCKETS: web.AppKey[weakref.WeakSet[web.WebSocketResponse]] = web.AppKey("sockets")
 
 
@@ -53,9 +54,9 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def websocket(request: web.Request) -> web.WebSocketResponse:
-    # max_msg_size one byte over the protocol's limit: a frame of exactly the limit is
-    # still parsed (and answered too_large by the protocol if its text is longer).
-    ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE_BYTES + 1, heartbeat=30.0)
+    # aiohttp closes the socket on a frame over max_msg_size; the protocol's own, lower
+    # limit answers too_large and keeps the socket. Only absurd frames are cut.
+    ws = web.WebSocketResponse(max_msg_size=WS_FRAME_LIMIT, heartbeat=30.0)
     await ws.prepare(request)
     request.app[_SOCKETS].add(ws)
     await ClientConnection(request.app[SERVER], ws).run()

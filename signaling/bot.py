@@ -16,7 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiohttp
-from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc import (
+    RTCBundlePolicy,
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
@@ -181,7 +187,8 @@ class Bot:
                     iceServers=[
                         RTCIceServer(urls=s.urls, username=s.username, credential=s.credential)
                         for s in message.iceServers
-                    ]
+                    ],
+                    bundlePolicy=RTCBundlePolicy.MAX_BUNDLE,
                 )
             )
             self.pc.on("track", self._on_track)

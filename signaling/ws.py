@@ -35,7 +35,7 @@ JOIN_TIMEOUT_S = 10.0
 RATE_PER_S = 50.0
 RATE_BURST = 100.0
 # Refusals in a row before the socket is cut: a client ignoring rate_limited is hostile.
-MAX_RATE_STRIKES = 200
+MAX_RATE_STRIKES = 1000
 OUTBOX_LIMIT = 256
 
 CLOSE_TOKEN = 4001
@@ -251,7 +251,9 @@ class ClientConnection:
                 if self._strikes > MAX_RATE_STRIKES:
                     self.end("too many messages")
                     return
-                self.post(p.Error(code="rate_limited", message="slow down"))
+                if self._strikes == 1:
+                    # Once per run of refusals: answering each one would amplify a flood.
+                    self.post(p.Error(code="rate_limited", message="slow down"))
                 continue
             self._strikes = 0
             try:

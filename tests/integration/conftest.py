@@ -48,6 +48,7 @@ class Harness:
         name: str = "Test Person",
         kind: ConsultationKind = ConsultationKind.joint,
         ttl_s: int = 600,
+        now: float | None = None,
     ) -> str:
         return mint(
             self.config.secret,
@@ -57,6 +58,7 @@ class Harness:
             name=name,
             role=role,
             ttl_s=ttl_s,
+            now=now,
         )
 
     def bot(self, token: str, **kwargs: object) -> Bot:

@@ -43,7 +43,10 @@ async def test_three_participants_receive_each_other(
             if inbound.kind == "video" and inbound.frames:
                 assert inbound.first_frame_was_keyframe
     assert harness.server.worker.stats() == {
-        "rooms": 1, "sessions": 3, "producers": 6, "consumers": 12
+        "rooms": 1,
+        "sessions": 3,
+        "producers": 6,
+        "consumers": 12,
     }
 
 

@@ -1,0 +1,44 @@
+# Two commands on a fresh machine: `make run` and `make test`. Everything else they need
+# (the venv, Chromium for the browser tests) is installed by the targets below.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+HOST ?= 127.0.0.1
+PORT ?= 8080
+
+.PHONY: run test lint unit integration e2e chromium clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+run: $(STAMP)
+	$(VENV)/bin/teleconsult serve --host $(HOST) --port $(PORT)
+
+# Debian's Chromium: browser builds downloaded by playwright or puppeteer cannot be fetched here.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium; fi; }
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+# The whole suite runs in a private network namespace that has only loopback, so no test
+# can send a packet anywhere else (see tests/isolated.sh).
+test: $(STAMP) chromium lint
+	tests/isolated.sh $(VENV)/bin/pytest -q $(PYTEST_ARGS)
+
+unit: $(STAMP)
+	$(VENV)/bin/pytest -q tests/unit
+
+integration: $(STAMP)
+	tests/isolated.sh $(VENV)/bin/pytest -q tests/integration
+
+e2e: $(STAMP) chromium
+	tests/isolated.sh $(VENV)/bin/pytest -q tests/e2e
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache test-artifacts

@@ -1,0 +1,121 @@
+"""The encoded-frame tap against the pinned aiortc: fails loudly if an upgrade moves it."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiortc
+import aiortc.codecs.opus
+import aiortc.codecs.vpx
+import aiortc.rtcrtpreceiver
+import pytest
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpReceiver
+from aiortc.mediastreams import MediaStreamTrack
+
+from media.clips import Clip, ClipTrack
+from media.codecs import frame_start_check
+from media.config import IceAddress
+from media.ice import restrict_host_addresses, unrestrict_host_addresses
+from media.tap import TESTED_AIORTC, TapError, install_receiver_tap, on_keyframe_request
+from rooms.roles import Role
+from tests.integration.conftest import Harness
+
+
+class Counter:
+    def __init__(self) -> None:
+        self.calls = 0
+
+
+@pytest.fixture
+def decoder_calls(monkeypatch: pytest.MonkeyPatch) -> Counter:
+    """Counts every decoder aiortc creates and every frame any aiortc encoder encodes."""
+    counter = Counter()
+    real_get_decoder = aiortc.rtcrtpreceiver.get_decoder
+
+    def counting_get_decoder(codec):  # type: ignore[no-untyped-def]
+        counter.calls += 1
+        return real_get_decoder(codec)
+
+    monkeypatch.setattr(aiortc.rtcrtpreceiver, "get_decoder", counting_get_decoder)
+    for cls in (aiortc.codecs.vpx.Vp8Encoder, aiortc.codecs.opus.OpusEncoder):
+        real_encode = cls.encode
+
+        def counting_encode(self, *args, _real=real_encode, **kwargs):  # type: ignore[no-untyped-def]
+            counter.calls += 1
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(cls, "encode", counting_encode)
+    return counter
+
+
+def test_pinned_version() -> None:
+    assert aiortc.__version__ == TESTED_AIORTC
+
+
+async def test_tap_refuses_a_receiver_whose_thread_runs() -> None:
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    transceiver = pc.addTransceiver("video", direction="recvonly")
+    receiver: RTCRtpReceiver = transceiver.receiver
+    receiver._RTCRtpReceiver__decoder_thread = object()  # type: ignore[attr-defined]
+    with pytest.raises(TapError):
+        install_receiver_tap(receiver, lambda *a: None, starts_frame=lambda b: True)
+    await pc.close()
+
+
+async def test_frames_pass_byte_exact_and_nothing_decodes(
+    video_clip: Clip, audio_clip: Clip, decoder_calls: Counter
+) -> None:
+    """Two bare aiortc peers: what the sender's ClipTrack sends arrives unchanged."""
+    restrict_host_addresses((IceAddress("127.0.0.1"),))
+    sender_pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    receiver_pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    sent: list[bytes] = []
+    received: dict[str, list[bytes]] = {"video": [], "audio": []}
+    tracks = [ClipTrack(video_clip, lambda d, t: sent.append(d)), ClipTrack(audio_clip)]
+    for track in tracks:
+        on_keyframe_request(sender_pc.addTrack(track), track.request_keyframe)
+
+    def on_track(track: MediaStreamTrack) -> None:
+        t = next(t for t in receiver_pc.getTransceivers() if t.receiver.track is track)
+        install_receiver_tap(
+            t.receiver,
+            lambda codec, frame, lost, kind=track.kind: received[kind].append(frame.data),
+            starts_frame=frame_start_check("VP8"),
+        )
+
+    receiver_pc.on("track", on_track)
+    try:
+        await sender_pc.setLocalDescription(await sender_pc.createOffer())
+        await receiver_pc.setRemoteDescription(sender_pc.localDescription)
+        await receiver_pc.setLocalDescription(await receiver_pc.createAnswer())
+        await sender_pc.setRemoteDescription(receiver_pc.localDescription)
+        async with asyncio.timeout(15):
+            while len(received["video"]) < 40 or len(received["audio"]) < 40:
+                await asyncio.sleep(0.05)
+    finally:
+        await sender_pc.close()
+        await receiver_pc.close()
+        unrestrict_host_addresses()
+    # Byte-exact, in order: the receiving side reassembled exactly the sent frames.
+    assert received["video"][:40] == sent[: len(received["video"])][:40]
+    assert set(received["audio"]) <= set(audio_clip.frames)
+    assert decoder_calls.calls == 0
+
+
+async def test_server_decodes_and_encodes_nothing(
+    harness: Harness, consultation: str, video_clip: Clip, audio_clip: Clip, decoder_calls: Counter
+) -> None:
+    bots = [
+        harness.bot(harness.token(consultation, role), video=video_clip, audio=audio_clip)
+        for role in (Role.doctor, Role.patient)
+    ]
+    await asyncio.gather(*(b.connect() for b in bots))
+    a, b = bots
+    assert await a.wait_for(
+        lambda: (
+            a.frames_from(b.participant_id, "video") > 60
+            and b.frames_from(a.participant_id, "video") > 60
+        ),
+        timeout=15,
+    )
+    assert decoder_calls.calls == 0
