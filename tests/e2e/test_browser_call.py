@@ -367,6 +367,7 @@ async def test_three_party_call_in_chromium(server: RunningServer) -> None:
             pages[role] = page
 
         deadline = time.monotonic() + MEDIA_TIMEOUT_S
+        shot = False
         try:
             while True:
                 for role, page in pages.items():
@@ -390,10 +391,35 @@ async def test_three_party_call_in_chromium(server: RunningServer) -> None:
                 for other_role, name in people:
                     assert name in text, (role, name, captions)
                     assert other_role.capitalize() in text, (role, other_role, captions)
-                state = await page.text_content("#conn-state-text")
-                assert state == "Connected", (role, state)
+                state = await page.get_attribute("#conn-state-text", "data-state")
+                assert state == "connected", (role, state)
+                assert await page.text_content("#conn-state-text") == "Connection: Connected"
+            await _screenshots(pages)
+            shot = True
+
+            # Muting the microphone shows on the others' tile of the doctor.
+            doctor_id = await pages["doctor"].evaluate("window.teleconsult.state.self.id")
+            await pages["doctor"].click("#mic-btn")
+            assert await pages["doctor"].text_content("#mic-btn") == "Unmute"
+            for role in ("expert", "patient"):
+                await pages[role].wait_for_selector(
+                    f'.tile.audio-muted[data-participant-id="{doctor_id}"]', timeout=5_000
+                )
+
+            # Leaving removes the patient's tile everywhere else.
+            await pages["patient"].click("#leave-btn")
+            await pages["patient"].wait_for_selector("#end-view:not([hidden])", timeout=5_000)
+            for role in ("doctor", "expert"):
+                await pages[role].wait_for_function(
+                    "document.querySelectorAll('#grid .tile').length === 2", timeout=10_000
+                )
         finally:
-            for role, page in pages.items():
-                await page.bring_to_front()
-                await asyncio.sleep(0.5)
-                await page.screenshot(path=str(ARTIFACTS / f"browser-call-{role}.png"))
+            if not shot:
+                await _screenshots(pages)
+
+
+async def _screenshots(pages: dict[str, Any]) -> None:
+    for role, page in pages.items():
+        await page.bring_to_front()
+        await asyncio.sleep(0.5)
+        await page.screenshot(path=str(ARTIFACTS / f"browser-call-{role}.png"))

@@ -24,6 +24,8 @@ const state = {
   micMuted: false,
   camMuted: false,
   endReason: null,
+  offers: 0, // offers answered in this session
+  slots: [], // the last offer's `tracks`
 };
 /** id -> {id, name, role, audioMuted, videoMuted, producers: {audio?, video?}, self?} */
 const participants = {};
@@ -211,6 +213,8 @@ async function onOffer(msg) {
   const sdp = await call.handleOffer(msg, { audio: local.audio, video: local.video });
   s.send({ type: "answer", sdp });
   call.answerSent();
+  state.offers = call.offers;
+  state.slots = msg.tracks ?? [];
   syncRemoteMedia();
 }
 
@@ -315,7 +319,8 @@ function setConnectionState(s) {
   box.dataset.state = s;
   const key = `call.state.${s}`;
   const text = t(key);
-  $("conn-state-text").textContent = text === key ? s : text;
+  $("conn-state-text").textContent = t("call.state_line", { state: text === key ? s : text });
+  $("conn-state-text").dataset.state = s;
 }
 
 function end(text) {

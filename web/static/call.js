@@ -22,6 +22,7 @@ export class Call {
     // candidate for a description it does not have yet.
     this.pendingCandidates = [];
     this.answered = false;
+    this.offers = 0;
 
     this.pc.addEventListener("icecandidate", (ev) => {
       // An empty candidate string is Chrome's per-generation end marker; the null event
@@ -75,6 +76,7 @@ export class Call {
     const answer = await pc.createAnswer();
     await pc.setLocalDescription(answer);
     this.slots = new Map((offer.tracks ?? []).map((s) => [s.mid, s]));
+    this.offers += 1;
     return pc.localDescription.sdp;
   }
 
