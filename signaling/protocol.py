@@ -10,7 +10,7 @@ RTCPeerConnection per Participant, and a single offerer means no glare.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
@@ -245,13 +245,14 @@ def dump(message: BaseModel) -> str:
 
 
 def _peek_type(exc: ValidationError) -> str | None:
+    """The message type the client meant, if it named one: the union's tag."""
     for err in exc.errors():
         if err["type"] == "union_tag_invalid":
             tag = err.get("ctx", {}).get("tag")
             return str(tag) if tag is not None else None
-        inp: Any = err.get("input")
-        if isinstance(inp, dict) and isinstance(inp.get("type"), str):
-            return inp["type"]
+        loc = err["loc"]
+        if loc and isinstance(loc[0], str) and loc[0] in CLIENT_TYPES:
+            return loc[0]
     return None
 
 

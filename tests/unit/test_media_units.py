@@ -1,0 +1,79 @@
+"""The pieces of the forwarding path that need no network: codecs, frame release, ICE."""
+
+from __future__ import annotations
+
+from aiortc.rtp import RtpPacket
+
+from media.clips import vp8_clip
+from media.codecs import h264_starts_frame, is_h264_keyframe, is_vp8_keyframe, vp8_starts_frame
+from media.config import IceAddress
+from media.ice import announce
+from media.jitter import AudioPassThrough, VideoFrameAssembler
+
+
+def _packet(seq: int, ts: int, payload: bytes, marker: bool) -> RtpPacket:
+    packet = RtpPacket(payload_type=96, sequence_number=seq, timestamp=ts)
+    packet.marker = int(marker)
+    packet.payload = payload
+    packet._data = payload[1:]  # type: ignore[attr-defined]
+    return packet
+
+
+def test_vp8_keyframes_are_recognised() -> None:
+    clip = vp8_clip(seconds=1)
+    assert is_vp8_keyframe(clip.frames[0])
+    assert not any(is_vp8_keyframe(f) for f in clip.frames[1:])
+    assert all(is_vp8_keyframe(f) for f in clip.keyframes)
+
+
+def test_h264_idr_detection() -> None:
+    sps, idr, slice_ = b"\x00\x00\x00\x01\x67abc", b"\x00\x00\x01\x65xyz", b"\x00\x00\x01\x41xyz"
+    assert is_h264_keyframe(sps + idr)
+    assert not is_h264_keyframe(sps + slice_)
+    assert h264_starts_frame(b"\x7c\x85rest")  # FU-A, start bit set
+    assert not h264_starts_frame(b"\x7c\x05rest")  # FU-A continuation
+
+
+def test_video_frame_released_on_its_marker_packet() -> None:
+    buffer = VideoFrameAssembler(vp8_starts_frame)
+    start = b"\x10"  # S=1, PID=0
+    middle = b"\x00"
+    assert buffer.add(_packet(100, 3000, start + b"ab", False)) == (False, None)
+    _, frame = buffer.add(_packet(101, 3000, middle + b"cd", True))
+    # Released by the marker: aiortc's own buffer would wait for packet 102.
+    assert frame is not None and frame.data == b"abcd" and frame.timestamp == 3000
+    assert not buffer.discontinuity
+
+
+def test_a_frame_missing_its_head_is_dropped_and_flagged() -> None:
+    buffer = VideoFrameAssembler(vp8_starts_frame)
+    # The stream is joined mid-frame: the first packet continues a frame.
+    _, frame = buffer.add(_packet(7, 90, b"\x00tail", True))
+    assert frame is None and buffer.discontinuity
+    buffer.discontinuity = False
+    _, frame = buffer.add(_packet(8, 180, b"\x10whole", True))
+    assert frame is not None and frame.data == b"whole"
+
+
+def test_audio_passes_through_and_drops_late_packets() -> None:
+    buffer = AudioPassThrough()
+    assert buffer.add(_packet(10, 960, b"\x00a", False))[1] is not None
+    assert buffer.add(_packet(12, 2880, b"\x00c", False))[1] is not None
+    assert buffer.add(_packet(11, 1920, b"\x00b", False))[1] is None  # late: dropped
+
+
+def test_announced_address_rewrites_host_candidates_only() -> None:
+    sdp = "\r\n".join(
+        [
+            "c=IN IP4 10.0.0.5",
+            "a=candidate:1 1 udp 2130706431 10.0.0.5 5000 typ host",
+            "a=candidate:2 1 udp 2130706431 10.0.0.6 5001 typ host",
+            "a=candidate:3 1 udp 1694498815 198.51.100.1 6000 typ srflx raddr 10.0.0.5 rport 5000",
+        ]
+    )
+    out = announce(sdp, (IceAddress.parse("10.0.0.5=203.0.113.7"), IceAddress("10.0.0.6")))
+    lines = out.split("\r\n")
+    assert lines[0] == "c=IN IP4 203.0.113.7"
+    assert "203.0.113.7 5000 typ host" in lines[1]
+    assert "10.0.0.6 5001 typ host" in lines[2]
+    assert lines[3] == sdp.split("\r\n")[3]

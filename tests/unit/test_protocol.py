@@ -1,0 +1,72 @@
+"""Every client message is validated by the protocol models; nothing hand-rolled."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from signaling import protocol as p
+
+
+def test_join_defaults_to_publishing_both_kinds() -> None:
+    message = p.parse_client('{"type": "join", "token": "t"}')
+    assert isinstance(message, p.Join)
+    assert message.publish == ["audio", "video"] and message.v == 1
+
+
+@pytest.mark.parametrize(
+    ("raw", "code", "ref"),
+    [
+        ("not json", "malformed", None),
+        ("[]", "malformed", None),
+        ('"join"', "malformed", None),
+        ("{}", "malformed", None),
+        ('{"type": "teleport"}', "unknown_type", None),
+        ('{"type": 7}', "unknown_type", None),
+        ('{"type": "join"}', "malformed", "join"),
+        ('{"type": "join", "token": ""}', "malformed", "join"),
+        ('{"type": "join", "token": "t", "v": 2}', "malformed", "join"),
+        ('{"type": "join", "token": "t", "publish": ["smell"]}', "malformed", "join"),
+        ('{"type": "join", "token": "t", "admin": true}', "malformed", "join"),
+        ('{"type": "answer", "sdp": ""}', "malformed", "answer"),
+        ('{"type": "candidate", "sdpMLineIndex": -1}', "malformed", "candidate"),
+        ('{"type": "mute", "kind": "audio"}', "malformed", "mute"),
+        ('{"type": "mute", "kind": "audio", "muted": "yes please"}', "malformed", "mute"),
+    ],
+)
+def test_bad_messages_get_precise_codes(raw: str, code: str, ref: str | None) -> None:
+    with pytest.raises(p.ProtocolError) as info:
+        p.parse_client(raw)
+    assert info.value.code == code
+    assert info.value.ref == ref
+    error = info.value.to_message()
+    assert json.loads(p.dump(error))["type"] == "error"
+
+
+def test_size_limit_is_checked_before_parsing() -> None:
+    raw = json.dumps({"type": "ping", "ts": 1.0, "pad": "x" * p.MAX_MESSAGE_BYTES})
+    with pytest.raises(p.ProtocolError) as info:
+        p.parse_client(raw)
+    assert info.value.code == "too_large"
+
+
+def test_sdp_is_bounded() -> None:
+    with pytest.raises(p.ProtocolError):
+        p.parse_client(json.dumps({"type": "answer", "sdp": "v" * (p.MAX_SDP_CHARS + 1)}))
+
+
+def test_end_of_candidates_is_a_null_candidate() -> None:
+    message = p.parse_client('{"type": "candidate", "candidate": null}')
+    assert isinstance(message, p.Candidate) and message.candidate is None
+
+
+def test_server_messages_round_trip() -> None:
+    offer = p.Offer(
+        sdp="v=0",
+        tracks=[
+            p.TrackSlot(mid="0", kind="video", role="consume", participantId="P1", producerId="X")
+        ],
+    )
+    assert p.parse_server(p.dump(offer)) == offer
+    assert "null" not in p.dump(p.Error(code="malformed", message="m"))
