@@ -246,11 +246,11 @@ class RunningServer:
         except OSError:
             return "(no server log)"
 
-    def invite(self, role: str, name: str) -> str:
+    def invite(self, role: str, name: str, consultation: str = CONSULTATION) -> str:
         out = subprocess.run(
             [
                 sys.executable, "-m", "signaling.cli", "invite",
-                "--consultation", CONSULTATION, "--kind", "joint",
+                "--consultation", consultation, "--kind", "joint",
                 "--role", role, "--name", name,
                 "--base-url", self.base_url, "--data-dir", str(self.data_dir),
             ],
@@ -423,3 +423,46 @@ async def _screenshots(pages: dict[str, Any]) -> None:
         await page.bring_to_front()
         await asyncio.sleep(0.5)
         await page.screenshot(path=str(ARTIFACTS / f"browser-call-{role}.png"))
+
+
+@needs_chromium
+@needs_loopback_namespace
+@pytest.mark.browser
+async def test_observer_alone_first_then_receives(server: RunningServer) -> None:
+    """An observer publishes nothing, so its first offer has no m-line at all; it must still
+    answer it, and then receive the doctor who joins later."""
+    consultation = "e2e-observer-first"
+    observer_url = server.invite("observer", "Student Chen", consultation)
+    doctor_url = server.invite("doctor", "Dr. Li", consultation)
+    console: list[str] = []
+    async with _chromium() as ctx:
+        observer = await ctx.new_page()
+        observer.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+        await observer.goto(f"{observer_url}?autojoin=1")
+        await observer.wait_for_function("window.teleconsult.state.offers >= 1", timeout=10_000)
+        assert await observer.locator("#mic-btn").count() == 0
+        assert await observer.evaluate("window.teleconsult.state.publish") == []
+
+        doctor = await ctx.new_page()
+        await doctor.goto(f"{doctor_url}?autojoin=1")
+        deadline = time.monotonic() + MEDIA_TIMEOUT_S
+        while True:
+            stats = await observer.evaluate(STATS_JS)
+            inbound = (stats or {}).get("inbound", [])
+            video = [s for s in inbound if s["kind"] == "video" and s["framesDecoded"] > 30]
+            audio = [s for s in inbound if s["kind"] == "audio" and s["packetsReceived"] > 0]
+            if video and audio:
+                break
+            if time.monotonic() > deadline:
+                pytest.fail(
+                    f"the observer received nothing: {stats}\n{console}\n{server.log_tail()}"
+                )
+            await asyncio.sleep(1.0)
+        # The observer sends nothing: no outbound RTP at all.
+        outbound = await observer.evaluate(
+            """async () => { let n = 0; (await window.teleconsult.pc.getStats())
+                 .forEach((r) => { if (r.type === "outbound-rtp") n += 1; }); return n; }"""
+        )
+        assert outbound == 0
+        ARTIFACTS.mkdir(exist_ok=True)
+        await observer.screenshot(path=str(ARTIFACTS / "browser-call-observer.png"))

@@ -108,6 +108,9 @@ function connect() {
   const s = new Signaling(signalingUrl(), {
     onMessage: (msg) => (s === sig ? onMessage(msg) : undefined),
     onClose: (ev) => (s === sig ? onClose(ev) : undefined),
+    onHandlerError: (err, msg) => {
+      if (msg.type === "offer") toasts.show(t("error.bad_sdp"), { kind: "error" });
+    },
   });
   sig = s;
   s.open().then(

@@ -9,11 +9,9 @@ export class Call {
    *          onStateChange: (state: string) => void}} opts
    */
   constructor({ iceServers, onCandidate, onStateChange }) {
-    this.pc = new RTCPeerConnection({
-      iceServers: iceServers ?? [],
-      bundlePolicy: "max-bundle",
-      rtcpMuxPolicy: "require",
-    });
+    // bundlePolicy stays "balanced" (the default): as the answerer we follow the server's
+    // BUNDLE group anyway, and "max-bundle" would refuse an offer with no m-line yet.
+    this.pc = new RTCPeerConnection({ iceServers: iceServers ?? [], rtcpMuxPolicy: "require" });
     this.onCandidate = onCandidate;
     this.onStateChange = onStateChange;
     /** @type {Map<string, {mid: string, kind: string, role: string, participantId?: string, producerId?: string}>} */
@@ -55,7 +53,7 @@ export class Call {
    */
   async handleOffer(offer, localTracks) {
     const pc = this.pc;
-    await pc.setRemoteDescription({ type: "offer", sdp: offer.sdp });
+    await pc.setRemoteDescription({ type: "offer", sdp: withoutEmptyBundle(offer.sdp) });
     const byMid = new Map();
     for (const tr of pc.getTransceivers()) {
       if (tr.mid !== null) byMid.set(tr.mid, tr);
@@ -111,4 +109,10 @@ export class Call {
       // already closed
     }
   }
+}
+
+// An offer with no m-line yet (an observer alone in the room) may carry "a=group:BUNDLE"
+// with no mid at all, which Chrome rejects; such a group means nothing, so drop it.
+export function withoutEmptyBundle(sdp) {
+  return sdp.replace(/^a=group:BUNDLE[ \t]*\r?\n/gm, "");
 }
