@@ -186,6 +186,16 @@ async def test_static_files_are_served(pages_client: TestClient) -> None:
 # ------------------------------------------------------------------ Chromium helpers
 
 
+async def _wait_for(page: Any, expression: str, timeout_s: float) -> None:
+    """Poll ``expression`` until truthy. (Playwright's wait_for_function evaluates strings with
+    ``new Function`` inside the page, which the page's CSP rightly forbids.)"""
+    deadline = time.monotonic() + timeout_s
+    while not await page.evaluate(expression):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {timeout_s}s: {expression}")
+        await asyncio.sleep(0.1)
+
+
 @contextlib.asynccontextmanager
 async def _chromium() -> AsyncIterator[Any]:
     from playwright.async_api import async_playwright
@@ -217,7 +227,7 @@ async def test_name_does_not_execute_in_browser(pages_client: TestClient) -> Non
         dialogs: list[str] = []
         page.on("dialog", lambda d: dialogs.append(d.message))
         await page.goto(url)
-        await page.wait_for_function("document.body.dataset.view === 'join-view'", timeout=10_000)
+        await _wait_for(page, "document.body.dataset.view === 'join-view'", 10.0)
         assert await page.evaluate("window.__pwned") is None
         assert await page.text_content("#join-name") == EVIL_NAME
         assert await page.evaluate("document.querySelectorAll('img').length") == 0
@@ -410,8 +420,8 @@ async def test_three_party_call_in_chromium(server: RunningServer) -> None:
             await pages["patient"].click("#leave-btn")
             await pages["patient"].wait_for_selector("#end-view:not([hidden])", timeout=5_000)
             for role in ("doctor", "expert"):
-                await pages[role].wait_for_function(
-                    "document.querySelectorAll('#grid .tile').length === 2", timeout=10_000
+                await _wait_for(
+                    pages[role], "document.querySelectorAll('#grid .tile').length === 2", 10.0
                 )
         finally:
             if not shot:
@@ -439,7 +449,7 @@ async def test_observer_alone_first_then_receives(server: RunningServer) -> None
         observer = await ctx.new_page()
         observer.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
         await observer.goto(f"{observer_url}?autojoin=1")
-        await observer.wait_for_function("window.teleconsult.state.offers >= 1", timeout=10_000)
+        await _wait_for(observer, "window.teleconsult.state.offers >= 1", 10.0)
         assert await observer.locator("#mic-btn").count() == 0
         assert await observer.evaluate("window.teleconsult.state.publish") == []
 
