@@ -220,6 +220,10 @@ class PeerSession:
                 return
 
     async def _negotiate_once(self) -> None:
+        if not self._pc.getTransceivers():
+            # An observer alone in the room: an offer without m-lines (and with an empty
+            # BUNDLE group) is refused by browsers. The first Consumer will bring an offer.
+            return
         offer = await self._pc.createOffer()
         await self._pc.setLocalDescription(offer)
         sdp = announce(self._pc.localDescription.sdp, self._config.ice_addresses)

@@ -120,7 +120,8 @@ class Worker:
         if room is None:
             return
         await room.remove(participant_id)
-        if not room.sessions:
+        # Another close may have emptied and dropped the room during the await above.
+        if not room.sessions and self.rooms.get(consultation_id) is room:
             del self.rooms[consultation_id]
 
     async def close(self) -> None:

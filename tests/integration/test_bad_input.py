@@ -217,15 +217,50 @@ async def test_vanishing_mid_negotiation_leaves_nothing_behind(
     assert await server.store.participants(consultation) == []
 
 
-async def test_a_client_that_never_answers_is_dropped(harness: Harness, consultation: str) -> None:
+async def test_a_client_that_never_answers_is_dropped(
+    harness: Harness, consultation: str, video_clip: Clip
+) -> None:
     class NeverAnswers(Bot):
         async def _answer(self, offer: p.Offer) -> None:
             self.offers += 1
 
-    mute = NeverAnswers(harness.base_url, harness.token(consultation, Role.patient))
+    mute = NeverAnswers(
+        harness.base_url, harness.token(consultation, Role.patient), video=video_clip
+    )
     harness.bots.append(mute)
     await mute.connect()
     # The fixture's config gives 5 s to answer.
     assert await mute.wait_for(lambda: mute.bye is not None, 10)
     assert "answer" in mute.bye.reason
     assert await mute.wait_for(lambda: harness.server.worker.stats()["sessions"] == 0, 5)
+
+
+async def test_observer_alone_gets_no_empty_offer_then_receives(
+    harness: Harness, consultation: str, video_clip: Clip
+) -> None:
+    observer = harness.bot(harness.token(consultation, Role.observer))
+    await observer.connect()
+    await asyncio.sleep(0.5)
+    assert observer.offers == 0 and observer.errors == []
+    doctor = harness.bot(harness.token(consultation, Role.doctor), video=video_clip)
+    await doctor.connect()
+    assert await observer.wait_for(
+        lambda: observer.frames_from(doctor.participant_id, "video") > 10, 10
+    )
+
+
+async def test_everyone_leaving_at_once_cleans_up(
+    harness: Harness, consultation: str, video_clip: Clip, audio_clip: Clip
+) -> None:
+    bots = [
+        harness.bot(harness.token(consultation, role), video=video_clip, audio=audio_clip)
+        for role in (Role.doctor, Role.expert, Role.patient)
+    ]
+    await asyncio.gather(*(b.connect() for b in bots))
+    assert await bots[0].wait_for(
+        lambda: bots[0].frames_from(bots[1].participant_id, "video") > 5, 10
+    )
+    await asyncio.gather(*(b.vanish() for b in bots))
+    worker = harness.server.worker
+    assert await bots[0].wait_for(lambda: worker.rooms == {}, 10)
+    assert _negotiation_tasks() == []
