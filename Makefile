@@ -42,3 +42,15 @@ e2e: $(STAMP) chromium
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache test-artifacts
+
+# The benchmark (bench/, docs/benchmarks.md): minutes, not part of `make test`. matplotlib is a
+# bench-only dependency; Janus (the C SFU baseline) comes from Debian and is skipped if absent.
+.PHONY: bench bench-smoke
+bench: $(STAMP)
+	$(PY) -m pip install -q 'matplotlib>=3.7'
+	@command -v janus >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && \
+	  apt-get install -y -qq janus >/dev/null 2>&1; } || echo "bench: janus unavailable, skipped"
+	tests/isolated.sh $(PY) -m bench $(BENCH_ARGS)
+
+bench-smoke: $(STAMP)
+	tests/isolated.sh $(PY) -m bench --smoke

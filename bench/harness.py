@@ -44,8 +44,9 @@ def free_port() -> int:
 class ServerProcess:
     """``python -m bench.server`` in a child process, measured from /proc."""
 
-    def __init__(self, mode: str, workdir: Path) -> None:
+    def __init__(self, mode: str, workdir: Path, *, room_cap: int = 0) -> None:
         self.mode = mode
+        self.room_cap = room_cap
         self.secret = secrets.token_bytes(32)
         self.port = free_port()
         self.data_dir = workdir / f"server-{mode}-{self.port}"
@@ -69,6 +70,8 @@ class ServerProcess:
                     str(self.port),
                     "--data-dir",
                     str(self.data_dir),
+                    "--room-cap",
+                    str(self.room_cap),
                 ],
                 cwd=REPO,
                 env=env,

@@ -11,9 +11,24 @@ import argparse
 import logging
 import os
 from pathlib import Path
+from types import MappingProxyType
 
 from media.config import MediaConfig
+from rooms.consultation import PARTICIPANT_CAP
 from signaling.config import ServerConfig
+
+
+def lift_room_cap(cap: int) -> None:
+    """The product caps a room at 2, 8 or 12 participants; fan-out to N needs N + 1.
+
+    Rebinds the in-memory store's view of the caps in this process only: the Worker and
+    the protocol are untouched, so what is measured is the product's media path.
+    """
+    import rooms.memory
+
+    rooms.memory.PARTICIPANT_CAP = MappingProxyType(  # type: ignore[misc]
+        {kind: max(limit, cap) for kind, limit in PARTICIPANT_CAP.items()}
+    )
 
 
 def main() -> None:
@@ -22,10 +37,18 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--log-level", default="WARNING")
+    parser.add_argument(
+        "--room-cap",
+        type=int,
+        default=0,
+        help="lift every consultation kind's participant cap to at least this (bench only)",
+    )
     args = parser.parse_args()
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if args.room_cap:
+        lift_room_cap(args.room_cap)
     if args.mode == "relay":
         from bench import relay
 
