@@ -25,7 +25,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
@@ -57,6 +57,7 @@ class ComposeOptions:
     fps: int = 30
     preset: str = "ultrafast"  # x264: the speed/size trade-off of the archive copy
     crf: int = 23
+    x264_options: dict[str, str] = field(default_factory=dict)  # e.g. {"threads": "1"}
     audio_bit_rate: int = 96_000
     # Compose what a crashed recording left (its files lack a final chunk).
     allow_truncated: bool = True
@@ -372,6 +373,7 @@ def compose(
                 "crf": str(opts.crf),
                 # One keyframe (and MP4 fragment) every two seconds: seekable playback.
                 "g": str(2 * opts.fps),
+                **opts.x264_options,
             }
             astream = container.add_stream("aac", rate=SAMPLE_RATE)
             astream.layout = "stereo"

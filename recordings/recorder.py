@@ -117,6 +117,12 @@ class Recorder:
         self.store.create_recording_dir(self.consultation, self.recording)
         self.state = "recording"
         self.manifest.started_at = self._clock()
+        # Producers registered before the start begin now (or are listed as excluded).
+        for p in self._producers.values():
+            if self.has_consent(p.participant_id):
+                self._open_segment(p)
+            else:
+                self._exclude(p, "no_consent")
         self._save()
         self._emit("recording_started")
 

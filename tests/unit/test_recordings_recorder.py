@@ -351,3 +351,19 @@ def test_disk_full_stops_cleanly_keeping_what_was_written(
         except av.error.FFmpegError:
             pass  # the cut may fall inside a frame
     assert 20 <= decoded <= t.frames
+
+
+def test_tracks_added_before_start_are_recorded_from_the_start(
+    store: RecordingStore, video: Clip
+) -> None:
+    rec = Recorder(store, CONSULTATION)
+    assert not rec.add_track("v1", "Pdoc", "doctor", "video", "vp8")
+    assert not rec.add_track("v2", "Pobs", "observer", "video", "vp8")
+    assert not rec.write("v1", video.frames[0], BASE, VIDEO_TB, True)  # not started: dropped
+    rec.consent("Pdoc", True, role="doctor")
+    rec.start(["Pdoc"])  # the observer is not "present" as a consenting party here
+    feed_video(rec, "v1", video, 0, 30)
+    feed_video(rec, "v2", video, 0, 30)
+    m = rec.stop()
+    assert [(t.producer, t.frames) for t in m.tracks] == [("v1", 30)]
+    assert [(x.producer, x.reason) for x in m.excluded] == [("v2", "no_consent")]
