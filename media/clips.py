@@ -1,10 +1,11 @@
 """Pre-encoded synthetic media for bots, tests and the benchmark.
 
 A bot that encodes live would put the encoder's cost on the machine's bill and, with
-aiortc's encoder, turn every REMB change into a keyframe. So clips are encoded once, in two
-versions: the stream as a real encoder sends it (one keyframe, then deltas), and every
-frame intra-coded. A ClipTrack sends the first and, when the receiving side asks for a
-keyframe (PLI), answers with the intra version of the next frame, as a browser would.
+aiortc's encoder, turn every REMB change into a keyframe. So clips are encoded once, with a
+keyframe every few seconds, as a WebRTC encoder that is rarely asked for one would. A
+ClipTrack answers a keyframe request (PLI) at once by skipping ahead to the clip's next
+keyframe: the picture jumps, the stream stays decodable. (Substituting an intra-coded
+version of the next picture does not work: libvpx cannot decode the deltas after it.)
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ AUDIO_FRAME_S = 0.02
 class Clip:
     kind: str
     frames: tuple[bytes, ...]  # as streamed: frames[0] is a keyframe
-    keyframes: tuple[bytes, ...]  # the same pictures, every one a keyframe (video only)
+    keyframe_indices: tuple[int, ...]  # where the keyframes are (video; audio: empty)
     ticks_per_frame: int  # in the codec clock (90 kHz video, 48 kHz audio)
     width: int = 0
     height: int = 0
@@ -84,7 +85,7 @@ def _pictures(width: int, height: int, count: int) -> list[np.ndarray]:
 
 
 def _encode_vp8(
-    pictures: list[np.ndarray], width: int, height: int, bitrate: int, intra: bool
+    pictures: list[np.ndarray], width: int, height: int, bitrate: int, gop: int
 ) -> list[bytes]:
     codec = av.CodecContext.create("libvpx", "w")
     codec.width, codec.height = width, height
@@ -92,7 +93,7 @@ def _encode_vp8(
     codec.time_base = fractions.Fraction(1, VIDEO_FPS)
     codec.framerate = fractions.Fraction(VIDEO_FPS, 1)
     codec.bit_rate = bitrate
-    codec.gop_size = 1 if intra else 100000
+    codec.gop_size = gop
     codec.options = {
         "deadline": "realtime",
         "cpu-used": "8",
@@ -107,7 +108,7 @@ def _encode_vp8(
         frame.planes[1].update(chroma)
         frame.planes[2].update(chroma)
         frame.pts = i
-        if intra:
+        if i % gop == 0:
             frame.pict_type = av.video.frame.PictureType.I
         out += [bytes(p) for p in codec.encode(frame)]
     out += [bytes(p) for p in codec.encode(None)]
@@ -115,19 +116,25 @@ def _encode_vp8(
 
 
 def vp8_clip(
-    width: int = 640, height: int = 480, seconds: float = 10.0, bitrate: int = 600_000
+    width: int = 640,
+    height: int = 480,
+    seconds: float = 10.0,
+    bitrate: int = 600_000,
+    keyframe_every_s: float = 5.0,
 ) -> Clip:
+    """Long enough between keyframes that a newcomer waiting for one would notice."""
     count = int(seconds * VIDEO_FPS)
+    gop = int(keyframe_every_s * VIDEO_FPS)
 
     def make() -> Clip:
         pictures = _pictures(width, height, count)
-        frames = _encode_vp8(pictures, width, height, bitrate, intra=False)
-        keyframes = _encode_vp8(pictures, width, height, bitrate * 3, intra=True)
-        if len(frames) != count or len(keyframes) != count:
+        frames = _encode_vp8(pictures, width, height, bitrate, gop)
+        if len(frames) != count:
             raise RuntimeError("the VP8 encoder dropped frames")
-        return Clip("video", tuple(frames), tuple(keyframes), 90000 // VIDEO_FPS, width, height)
+        keys = tuple(range(0, count, gop))
+        return Clip("video", tuple(frames), keys, 90000 // VIDEO_FPS, width, height)
 
-    return _cached(f"vp8-v1-{width}x{height}-{count}-{bitrate}", make)
+    return _cached(f"vp8-v2-{width}x{height}-{count}-{bitrate}-{gop}", make)
 
 
 def opus_clip(seconds: float = 10.0) -> Clip:
@@ -167,6 +174,7 @@ class ClipTrack(MediaStreamTrack):
         self.keyframe_requests = 0
         self._on_sent = on_sent
         self._want_keyframe = False
+        self._index = 0
         self._start: float | None = None
         self._interval = clip.ticks_per_frame / (90000 if clip.kind == "video" else 48000)
 
@@ -183,11 +191,14 @@ class ClipTrack(MediaStreamTrack):
         delay = self._start + n * self._interval - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
-        index = n % len(self.clip.frames)
-        data = self.clip.frames[index]
-        if self.kind == "video" and (index == 0 or self._want_keyframe):
-            data = self.clip.keyframes[index] if index else data
+        if self._want_keyframe:
             self._want_keyframe = False
+            later = [i for i in self.clip.keyframe_indices if i >= self._index]
+            self._index = later[0] if later else 0
+        index = self._index
+        self._index = (index + 1) % len(self.clip.frames)
+        data = self.clip.frames[index]
+        if index in self.clip.keyframe_indices:
             self.keyframes_sent += 1
         packet = av.Packet(data)
         packet.pts = n * self.clip.ticks_per_frame

@@ -21,9 +21,8 @@ def _packet(seq: int, ts: int, payload: bytes, marker: bool) -> RtpPacket:
 
 def test_vp8_keyframes_are_recognised() -> None:
     clip = vp8_clip()
-    assert is_vp8_keyframe(clip.frames[0])
-    assert not any(is_vp8_keyframe(f) for f in clip.frames[1:])
-    assert all(is_vp8_keyframe(f) for f in clip.keyframes)
+    keys = [i for i, f in enumerate(clip.frames) if is_vp8_keyframe(f)]
+    assert keys == list(clip.keyframe_indices) and keys[0] == 0 and len(keys) >= 2
 
 
 def test_h264_idr_detection() -> None:

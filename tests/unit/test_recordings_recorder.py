@@ -38,7 +38,7 @@ SIGNATURES = {
 
 @pytest.fixture(scope="module")
 def video() -> Clip:
-    return vp8_clip(seconds=3.0)
+    return vp8_clip(seconds=3.0, keyframe_every_s=2.0)
 
 
 @pytest.fixture(scope="module")
@@ -272,7 +272,8 @@ def test_late_joiner_excluded_until_consent_and_withdrawal_stops(
     rec.consent("Plate", True)
     assert asked == ["v2"]  # the new segment asks for a keyframe at once
     feed_video(rec, "v2", video, 30, 30)  # deltas: wait for a keyframe
-    rec.write("v2", video.keyframes[60], BASE + 60 * 3000, VIDEO_TB, True)
+    key = video.keyframe_indices[1]
+    rec.write("v2", video.frames[key], BASE + 60 * 3000, VIDEO_TB, True)
     feed_video(rec, "v2", video, 61, 29)
     rec.consent("Plate", False)
     feed_video(rec, "v2", video, 90, 30)  # withdrawn: dropped again
