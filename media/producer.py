@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from fractions import Fraction
+from typing import TYPE_CHECKING, Protocol
 
 import av
 from aiortc import RTCRtpReceiver
@@ -26,6 +27,21 @@ log = logging.getLogger(__name__)
 _EPOCH = time.monotonic()
 
 
+class RoomSink(Protocol):
+    """Something that sees every Producer of a room and every frame, e.g. a recorder.
+
+    Called on the Worker's event loop; it must not block and must not raise.
+    """
+
+    def producer_opened(self, producer: Producer) -> None: ...
+
+    def producer_closed(self, producer: Producer) -> None: ...
+
+    def frame(
+        self, producer: Producer, data: bytes, pts: int, time_base: Fraction, keyframe: bool
+    ) -> None: ...
+
+
 class Producer:
     def __init__(
         self,
@@ -41,6 +57,8 @@ class Producer:
         self.kind = kind
         self.receiver = receiver
         self.consumers: set[Consumer] = set()
+        # The room's sinks (the same list object, so attaching one reaches every Producer).
+        self.sinks: list[RoomSink] = []
         self.mime_type: str | None = None
         self.closed = False
         self._clock_rate = CLOCK_RATE[kind]
@@ -83,6 +101,8 @@ class Producer:
         packet.time_base = self._time_base
         for consumer in tuple(self.consumers):
             consumer.push(packet, keyframe)
+        for sink in self.sinks:
+            sink.frame(self, data, packet.pts, self._time_base, keyframe)
 
     def request_keyframe(self) -> None:
         """Ask the publisher for a keyframe (PLI), at most once per interval.

@@ -14,7 +14,7 @@ from typing import Protocol
 
 from media.config import MediaConfig
 from media.ice import restrict_host_addresses
-from media.producer import Producer
+from media.producer import Producer, RoomSink
 from media.session import Kind, PeerSession, SessionSignal
 
 log = logging.getLogger(__name__)
@@ -45,10 +45,23 @@ class MediaRoom:
         self.consultation_id = consultation_id
         self.sessions: dict[str, PeerSession] = {}
         self.producers: dict[str, Producer] = {}
+        self.sinks: list[RoomSink] = []
         self._events = events
+
+    def attach(self, sink: RoomSink) -> None:
+        self.sinks.append(sink)
+        for producer in self.producers.values():
+            sink.producer_opened(producer)
+
+    def detach(self, sink: RoomSink) -> None:
+        if sink in self.sinks:
+            self.sinks.remove(sink)
 
     def producer_opened(self, producer: Producer) -> None:
         self.producers[producer.id] = producer
+        producer.sinks = self.sinks
+        for sink in self.sinks:
+            sink.producer_opened(producer)
         for session in self.sessions.values():
             if session.subscribe and session.participant_id != producer.participant_id:
                 session.consume(producer)
@@ -71,6 +84,8 @@ class MediaRoom:
         gone = list(session.producers.values())
         for producer in gone:
             self.producers.pop(producer.id, None)
+            for sink in self.sinks:
+                sink.producer_closed(producer)
             for other in self.sessions.values():
                 other.stop_consuming(producer.id)
         await session.close()
@@ -110,6 +125,9 @@ class Worker:
         room.add(session)
         session.start()
         return session
+
+    def room(self, consultation_id: str) -> MediaRoom | None:
+        return self.rooms.get(consultation_id)
 
     def session(self, consultation_id: str, participant_id: str) -> PeerSession | None:
         room = self.rooms.get(consultation_id)

@@ -10,9 +10,11 @@ import weakref
 from aiohttp import web
 
 from media.worker import Worker
+from recordings.store import RecordingStore
 from rooms.memory import InMemoryRoomStore
 from rooms.store import RoomStore
 from signaling import appkeys
+from signaling.audit import AuditLog
 from signaling.config import ServerConfig
 from signaling.hub import Hub
 from signaling.pages import setup_pages
@@ -36,6 +38,8 @@ def create_app(config: ServerConfig, *, store: RoomStore | None = None) -> web.A
         store=store if store is not None else InMemoryRoomStore(),
         hub=hub,
         worker=Worker(config.media, hub),
+        audit=AuditLog(config.data_dir / "audit.log"),
+        recording_store=RecordingStore(config.data_dir),
     )
     app[appkeys.CONFIG] = config
     app[SERVER] = server

@@ -269,9 +269,7 @@ def _parser() -> argparse.ArgumentParser:
         help="serve HTTPS with a generated certificate (browsers need HTTPS for the camera "
         "anywhere but localhost)",
     )
-    s.add_argument(
-        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
-    )
+    s.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
     i = sub.add_parser("invite", help="print a join URL (one line on stdout)")
     i.set_defaults(handler=invite)

@@ -37,6 +37,9 @@ class Hub:
     def get(self, consultation_id: str, participant_id: str) -> ClientConnection | None:
         return self._rooms.get(consultation_id, {}).get(participant_id)
 
+    def participant_ids(self, consultation_id: str) -> list[str]:
+        return list(self._rooms.get(consultation_id, {}))
+
     def clients(self) -> list[ClientConnection]:
         return [c for room in self._rooms.values() for c in room.values()]
 

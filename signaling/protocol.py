@@ -64,8 +64,23 @@ class Ping(_Message):
     ts: float | None = None
 
 
+class Record(_Message):
+    """Ask to start or stop recording (needs the ``record`` permission)."""
+
+    type: Literal["record"]
+    action: Literal["start", "stop"]
+
+
+class Consent(_Message):
+    """This participant's answer to a consent request, or a later withdrawal."""
+
+    type: Literal["consent"]
+    granted: bool
+
+
 ClientMessage = Annotated[
-    Join | Answer | Candidate | Mute | Leave | Ping, Field(discriminator="type")
+    Join | Answer | Candidate | Mute | Leave | Ping | Record | Consent,
+    Field(discriminator="type"),
 ]
 _client_adapter: TypeAdapter[ClientMessage] = TypeAdapter(ClientMessage)
 
@@ -152,6 +167,26 @@ class MuteChanged(_Message):
     muted: bool
 
 
+class ConsentRequest(_Message):
+    """Sent to each participant present when recording is asked for, and to late joiners."""
+
+    type: Literal["consent_request"] = "consent_request"
+    recordingId: str
+    requestedBy: str
+
+
+class RecordingState(_Message):
+    """Broadcast on every change; clients show REC while ``state`` is ``recording``."""
+
+    type: Literal["recording"] = "recording"
+    state: Literal["idle", "pending", "recording", "stopped"]
+    recordingId: str | None = None
+    # pending: who has not answered yet; recording: who is left out (no consent).
+    waitingFor: list[str] = Field(default_factory=list)
+    excluded: list[str] = Field(default_factory=list)
+    reason: str | None = None
+
+
 class Pong(_Message):
     type: Literal["pong"] = "pong"
     ts: float | None = None
@@ -179,6 +214,9 @@ ErrorCode = Literal[
     "bad_sdp",
     "bad_candidate",
     "unexpected",  # e.g. an answer when no offer is outstanding
+    "consent_required",  # recording refused: not everyone present has consented
+    "consent_refused",  # a participant declined; the recording request is cancelled
+    "recording_failed",
     "internal",
 ]
 
@@ -199,6 +237,8 @@ ServerMessage = Annotated[
     | TrackPublished
     | TrackUnpublished
     | MuteChanged
+    | ConsentRequest
+    | RecordingState
     | Pong
     | Bye
     | Error,
@@ -206,7 +246,9 @@ ServerMessage = Annotated[
 ]
 _server_adapter: TypeAdapter[ServerMessage] = TypeAdapter(ServerMessage)
 
-CLIENT_TYPES = frozenset(["join", "answer", "candidate", "mute", "leave", "ping"])
+CLIENT_TYPES = frozenset(
+    ["join", "answer", "candidate", "mute", "leave", "ping", "record", "consent"]
+)
 
 
 class ProtocolError(Exception):

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from media.worker import Worker
+from recordings.store import RecordingStore
 from rooms.store import RoomStore
+from signaling.audit import AuditLog
 from signaling.config import ServerConfig
 from signaling.hub import Hub
+
+if TYPE_CHECKING:
+    from signaling.recording import ConsultationRecording
 
 
 @dataclass
@@ -16,3 +22,7 @@ class Server:
     store: RoomStore
     hub: Hub
     worker: Worker
+    audit: AuditLog
+    recording_store: RecordingStore
+    # At most one recording (pending or running) per consultation.
+    recordings: dict[str, ConsultationRecording] = field(default_factory=dict)

@@ -22,6 +22,7 @@ from rooms.consultation import Participant, new_participant_id
 from rooms.errors import RoomError
 from rooms.roles import PERMISSIONS, Permission, can
 from signaling import protocol as p
+from signaling.recording import ConsultationRecording
 from signaling.tokens import Grant, TokenError, verify
 
 if TYPE_CHECKING:
@@ -232,6 +233,16 @@ class ClientConnection:
             p.ParticipantJoined(participant=_info(participant)),
             exclude=participant.id,
         )
+        self.server.audit.record(
+            "join",
+            consultation=grant.consultation_id,
+            participant=participant.id,
+            identity=grant.identity,
+            role=str(grant.role),
+        )
+        recording = self.server.recordings.get(grant.consultation_id)
+        if recording is not None:
+            recording.joined(participant)
         self.session = self.server.worker.open_session(
             grant.consultation_id,
             participant.id,
@@ -306,9 +317,35 @@ class ClientConnection:
         elif isinstance(message, p.Leave):
             self.post(p.Bye(reason="left"))
             return False
+        elif isinstance(message, p.Record):
+            await self._record(message)
+        elif isinstance(message, p.Consent):
+            recording = self.server.recordings.get(self.grant.consultation_id)
+            if recording is None:
+                raise p.ProtocolError("unexpected", "no recording is asking for consent", "consent")
+            recording.answer(self.participant, message.granted)
         elif isinstance(message, p.Join):
             raise p.ProtocolError("already_joined", "this socket has joined already", "join")
         return True
+
+    async def _record(self, message: p.Record) -> None:
+        assert self.grant is not None and self.participant is not None
+        if not can(self.grant.role, Permission.record):
+            raise p.ProtocolError("forbidden", f"role {self.grant.role} may not record", "record")
+        consultation_id = self.grant.consultation_id
+        recording = self.server.recordings.get(consultation_id)
+        if message.action == "stop":
+            if recording is None:
+                raise p.ProtocolError("unexpected", "nothing is being recorded", "record")
+            recording.stop("stopped by " + self.participant.id)
+            return
+        if recording is not None:
+            raise p.ProtocolError("unexpected", f"recording is already {recording.state}", "record")
+        recording = ConsultationRecording(
+            self.server, self.server.recording_store, consultation_id, self.participant.id
+        )
+        self.server.recordings[consultation_id] = recording
+        await recording.begin(await self.server.store.participants(consultation_id))
 
     # ------------------------------------------------------------ teardown
 
@@ -325,6 +362,13 @@ class ClientConnection:
         if not self._store_left:
             await self.server.store.leave(consultation_id, participant_id)
         self.server.hub.broadcast(consultation_id, p.ParticipantLeft(participantId=participant_id))
+        recording = self.server.recordings.get(consultation_id)
+        if recording is not None:
+            if self.server.hub.participant_ids(consultation_id):
+                recording.left(participant_id)
+            else:
+                recording.stop("everyone left")
+        self.server.audit.record("leave", consultation=consultation_id, participant=participant_id)
         log.info("participant %s left consultation %s", participant_id, consultation_id)
 
 

@@ -1,0 +1,160 @@
+"""Consent-gated recording through the real protocol, Worker and Recorder, with aiortc bots."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import av
+
+from media.clips import Clip
+from recordings.catalog import Catalog
+from recordings.crypto import open_decrypted
+from rooms.roles import Role
+from signaling import audit
+from signaling import protocol as p
+from signaling.bot import Bot
+from tests.integration.conftest import Harness
+
+
+def _states(bot: Bot) -> list[p.RecordingState]:
+    return [e for e in bot.events if isinstance(e, p.RecordingState)]
+
+
+def _asked(bot: Bot) -> bool:
+    return any(isinstance(e, p.ConsentRequest) for e in bot.events)
+
+
+async def _consent(bot: Bot, granted: bool = True) -> None:
+    await bot.send(p.Consent(type="consent", granted=granted))
+
+
+async def test_recording_waits_for_everyone_and_leaves_out_a_late_joiner(
+    harness: Harness, consultation: str, video_clip: Clip, audio_clip: Clip
+) -> None:
+    media = {"video": video_clip, "audio": audio_clip}
+    doctor = harness.bot(harness.token(consultation, Role.doctor, name="Dr. Li 李"), **media)
+    expert = harness.bot(harness.token(consultation, Role.expert), **media)
+    patient = harness.bot(harness.token(consultation, Role.patient, name="张阿姨"), **media)
+    for bot in (doctor, expert, patient):
+        await bot.connect()
+    assert await doctor.wait_for(
+        lambda: doctor.frames_from(patient.participant_id, "video") > 5, 10
+    )
+
+    await doctor.send(p.Record(type="record", action="start"))
+    assert await expert.wait_for(lambda: _asked(expert) and _asked(patient), 5)
+    assert not _asked(doctor)  # asking is the doctor's own consent
+    await _consent(expert)
+    await asyncio.sleep(0.3)
+    # One answer missing: not recording yet.
+    assert all(s.state == "pending" for s in _states(doctor))
+    assert _states(doctor)[-1].waitingFor == [patient.participant_id]
+    await _consent(patient)
+    assert await doctor.wait_for(
+        lambda: bool(_states(doctor)) and _states(doctor)[-1].state == "recording", 5
+    )
+    assert _states(patient)[-1].state == "recording"  # everyone sees REC
+
+    late = harness.bot(harness.token(consultation, Role.expert), **media)
+    await late.connect()
+    assert await late.wait_for(lambda: _asked(late), 5)
+    await asyncio.sleep(2.0)  # records 2 s; the late joiner never answers
+    await doctor.send(p.Record(type="record", action="stop"))
+    assert await doctor.wait_for(lambda: _states(doctor)[-1].state == "stopped", 5)
+
+    store = harness.server.recording_store
+    (info,) = Catalog(store).list(consultation)
+    assert info.state == "complete" and not info.truncated
+    manifest = Catalog(store).manifest(consultation, info.recording)
+    recorded = {(t.participant, t.kind) for t in manifest.tracks if t.frames}
+    assert recorded == {
+        (b.participant_id, kind) for b in (doctor, expert, patient) for kind in ("audio", "video")
+    }
+    assert {x.participant for x in manifest.excluded} == {late.participant_id}
+    consented = {c.participant for c in manifest.consent if c.granted}
+    assert consented == {doctor.participant_id, expert.participant_id, patient.participant_id}
+
+    # Each video file decrypts and demuxes to the publisher's frames, byte for byte.
+    key = store.keystore.data_key(consultation)
+    rec_dir = store.recording_dir(consultation, info.recording)
+    clip_frames = set(video_clip.frames)
+    for track in manifest.tracks:
+        if track.kind != "video" or not track.file:
+            continue
+        with av.open(open_decrypted(rec_dir / track.file, key)) as container:
+            stream = container.streams.video[0]
+            assert (stream.codec_context.width, stream.codec_context.height) == (640, 480)
+            packets = [bytes(pk) for pk in container.demux(stream) if pk.size]
+        assert len(packets) >= 30 and set(packets) <= clip_frames
+
+    # Nothing on disk in plaintext, and no name anywhere in the audit log.
+    for path in store.root.rglob("*"):
+        if path.is_file():
+            head = path.read_bytes()[:64]
+            assert b"\x1a\x45\xdf\xa3" not in head and b"ftyp" not in head, path
+    log_text = harness.server.audit.path.read_text()
+    assert "李" not in log_text and "张阿姨" not in log_text and "Dr. Li" not in log_text
+    assert audit.verify(harness.server.audit.path) is None
+    actions = [json.loads(line)["action"] for line in log_text.splitlines()]
+    assert actions.count("recording_consent") == 3
+    assert "recording_started" in actions and "recording_stopped" in actions
+
+
+async def test_one_refusal_cancels_and_nothing_is_recorded(
+    harness: Harness, consultation: str, video_clip: Clip
+) -> None:
+    doctor = harness.bot(harness.token(consultation, Role.doctor), video=video_clip)
+    patient = harness.bot(harness.token(consultation, Role.patient), video=video_clip)
+    for bot in (doctor, patient):
+        await bot.connect()
+    await doctor.send(p.Record(type="record", action="start"))
+    assert await patient.wait_for(lambda: _asked(patient), 5)
+    await _consent(patient, granted=False)
+    assert await doctor.wait_for(lambda: any(e.code == "consent_refused" for e in doctor.errors), 5)
+    assert _states(doctor)[-1].state == "idle" and _states(doctor)[-1].reason == "declined"
+    store = harness.server.recording_store
+    assert all(not info.tracks for info in Catalog(store).list(consultation))
+    assert consultation not in harness.server.recordings
+
+
+async def test_only_the_doctor_may_record_and_consent_needs_a_request(
+    harness: Harness, consultation: str
+) -> None:
+    expert = harness.bot(harness.token(consultation, Role.expert))
+    await expert.connect()
+    await expert.send(p.Record(type="record", action="start"))
+    await _consent(expert)
+    assert await expert.wait_for(lambda: len(expert.errors) == 2, 5)
+    assert [e.code for e in expert.errors] == ["forbidden", "unexpected"]
+
+
+async def test_withdrawing_consent_stops_that_participants_tracks(
+    harness: Harness, consultation: str, video_clip: Clip
+) -> None:
+    doctor = harness.bot(harness.token(consultation, Role.doctor), video=video_clip)
+    patient = harness.bot(harness.token(consultation, Role.patient), video=video_clip)
+    for bot in (doctor, patient):
+        await bot.connect()
+    assert await doctor.wait_for(
+        lambda: doctor.frames_from(patient.participant_id, "video") > 5, 10
+    )
+    await doctor.send(p.Record(type="record", action="start"))
+    assert await patient.wait_for(lambda: _asked(patient), 5)
+    await _consent(patient)
+    assert await doctor.wait_for(lambda: _states(doctor)[-1].state == "recording", 5)
+    await asyncio.sleep(1.5)
+    await _consent(patient, granted=False)
+    assert await doctor.wait_for(
+        lambda: _states(doctor)[-1].excluded == [patient.participant_id], 5
+    )
+    await asyncio.sleep(1.0)
+    await doctor.send(p.Record(type="record", action="stop"))
+    assert await doctor.wait_for(lambda: _states(doctor)[-1].state == "stopped", 5)
+    store = harness.server.recording_store
+    (info,) = Catalog(store).list(consultation)
+    manifest = Catalog(store).manifest(consultation, info.recording)
+    (patient_track,) = [t for t in manifest.tracks if t.participant == patient.participant_id]
+    assert patient_track.stop_reason == "consent_withdrawn"
+    (doctor_track,) = [t for t in manifest.tracks if t.participant == doctor.participant_id]
+    assert doctor_track.frames > patient_track.frames
