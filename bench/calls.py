@@ -189,7 +189,7 @@ async def join_burst(
     clip: Clip, *, burst: int, workdir: Path, timeout: float = 20.0
 ) -> dict[str, Any]:
     """``burst`` subscribers join a running room at the same instant: joins per second."""
-    server = ServerProcess("forward", workdir)
+    server = ServerProcess("forward", workdir, room_cap=burst + 1)
     await server.start()
     consultation = new_consultation_id()
     publisher = Bot(server.base_url, server.token(consultation, Role.doctor), video=clip)
