@@ -14,6 +14,7 @@ from recordings.store import RecordingStore
 from rooms.memory import InMemoryRoomStore
 from rooms.store import RoomStore
 from signaling import appkeys
+from signaling.api import RecordingsApi
 from signaling.audit import AuditLog
 from signaling.config import ServerConfig
 from signaling.hub import Hub
@@ -44,6 +45,7 @@ def create_app(config: ServerConfig, *, store: RoomStore | None = None) -> web.A
     app[appkeys.CONFIG] = config
     app[SERVER] = server
     app[_SOCKETS] = weakref.WeakSet()
+    RecordingsApi(server.recording_store, config.secret, server.audit).setup(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/ws", websocket)
     setup_pages(app)
@@ -78,11 +80,13 @@ async def _close_worker(app: web.Application) -> None:
 
 
 class _NoTokenAccessLogger(web.AccessLogger):
-    """Join URLs carry the token: log their path without it."""
+    """Join URLs (and API URLs for <video>) carry the token: log them without it."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         if request.path.startswith("/join/"):
             request = request.clone(rel_url="/join/<token>")
+        elif "token" in request.query:
+            request = request.clone(rel_url=request.path)
         super().log(request, response, time)
 
 

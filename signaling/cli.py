@@ -15,6 +15,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from media.config import IceAddress, IceServer, MediaConfig
+from recordings import cli as recordings_cli
 from rooms.consultation import ConsultationKind, new_consultation_id, validate_consultation_id
 from rooms.errors import InvalidConsultationId
 from rooms.roles import Role
@@ -50,6 +51,14 @@ def main(argv: list[str] | None = None) -> int:
     except (SecretError, OSError) as e:
         print(f"teleconsult: error: {e}", file=sys.stderr)
         return _ENVIRONMENT
+
+
+# ------------------------------------------------------------------ recordings
+
+
+def recordings(args: argparse.Namespace) -> int:
+    """``teleconsult recordings list|verify|purge|hold|release|compose``."""
+    return recordings_cli.run(args, args.data_dir or default_data_dir())
 
 
 # ------------------------------------------------------------------ invite
@@ -292,6 +301,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     i.add_argument("--base-url", default=DEFAULT_BASE_URL, help="(default: %(default)s)")
     _data_dir_arg(i)
+
+    r = recordings_cli.add_parser(sub)
+    r.set_defaults(handler=recordings)
+    _data_dir_arg(r)
     return parser
 
 

@@ -158,3 +158,83 @@ async def test_withdrawing_consent_stops_that_participants_tracks(
     assert patient_track.stop_reason == "consent_withdrawn"
     (doctor_track,) = [t for t in manifest.tracks if t.participant == doctor.participant_id]
     assert doctor_track.frames > patient_track.frames
+
+
+async def test_recordings_api_composes_and_streams_only_to_permitted_roles(
+    harness: Harness, consultation: str, video_clip: Clip, audio_clip: Clip
+) -> None:
+    import io
+    import time
+
+    import aiohttp
+
+    media = {"video": video_clip, "audio": audio_clip}
+    doctor_token = harness.token(consultation, Role.doctor)
+    patient_token = harness.token(consultation, Role.patient)
+    doctor = harness.bot(doctor_token, **media)
+    patient = harness.bot(patient_token, **media)
+    for bot in (doctor, patient):
+        await bot.connect()
+    assert await doctor.wait_for(
+        lambda: doctor.frames_from(patient.participant_id, "video") > 5, 10
+    )
+    await doctor.send(p.Record(type="record", action="start"))
+    assert await patient.wait_for(lambda: _asked(patient), 5)
+    await _consent(patient)
+    assert await doctor.wait_for(lambda: _states(doctor)[-1].state == "recording", 5)
+    started = time.monotonic()
+    await asyncio.sleep(4.0)
+    await doctor.send(p.Record(type="record", action="stop"))
+    assert await doctor.wait_for(lambda: _states(doctor)[-1].state == "stopped", 5)
+    recorded_s = time.monotonic() - started
+
+    base = f"{harness.base_url}/api/consultations/{consultation}/recordings"
+    other = harness.token("another-consultation", Role.doctor)
+    async with aiohttp.ClientSession() as http:
+
+        def auth(token: str) -> dict[str, str]:
+            return {"Authorization": f"Bearer {token}"}
+
+        async with http.get(base) as r:
+            assert r.status == 401
+        async with http.get(base, headers=auth(patient_token)) as r:
+            assert r.status == 403
+        async with http.get(base, headers=auth(other)) as r:
+            assert r.status == 403
+        async with http.get(base, headers=auth(doctor_token)) as r:
+            assert r.status == 200
+            (info,) = (await r.json())["recordings"]
+        recording = info["recording"]
+        async with http.post(f"{base}/{recording}/compose", headers=auth(doctor_token)) as r:
+            assert r.status == 202
+        deadline = time.monotonic() + 90
+        while True:
+            async with http.get(f"{base}/{recording}/compose", headers=auth(doctor_token)) as r:
+                job = await r.json()
+            if job["state"] != "running" or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.5)
+        assert job == {"state": "done", "progress": 100.0}
+
+        url = f"{base}/{recording}/composed"
+        async with http.get(url, headers={**auth(doctor_token), "Range": "bytes=0-99"}) as r:
+            assert r.status == 206 and len(await r.read()) == 100
+            assert r.headers["Content-Range"].startswith("bytes 0-99/")
+        async with http.get(url, params={"token": doctor_token, "download": "1"}) as r:
+            assert r.status == 200
+            body = await r.read()
+
+    with av.open(io.BytesIO(body)) as container:
+        video = container.streams.video[0]
+        frames = sum(1 for _ in container.decode(video))
+        assert container.streams.audio, "the composed file has no audio"
+    duration = frames / float(video.average_rate or 30)
+    assert abs(duration - recorded_s) / recorded_s < 0.25, (duration, recorded_s)
+    actions = [e["action"] for e in harness.server.audit.entries()]
+    for action in (
+        "recordings_listed",
+        "recording_compose",
+        "recording_played",
+        "recording_downloaded",
+    ):
+        assert action in actions
