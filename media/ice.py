@@ -10,8 +10,6 @@ from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceServer
 
 from media.config import IceAddress, IceServer, MediaConfig
 
-_original_get_host_addresses = aioice.ice.get_host_addresses
-
 
 def restrict_host_addresses(addresses: tuple[IceAddress, ...]) -> None:
     """Gather host candidates on exactly these addresses (127.0.0.1 included).
@@ -32,10 +30,6 @@ def restrict_host_addresses(addresses: tuple[IceAddress, ...]) -> None:
         ]
 
     aioice.ice.get_host_addresses = get_host_addresses
-
-
-def unrestrict_host_addresses() -> None:
-    aioice.ice.get_host_addresses = _original_get_host_addresses
 
 
 def rtc_configuration(config: MediaConfig) -> RTCConfiguration:

@@ -10,7 +10,8 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from media.clips import Clip, opus_clip, vp8_clip
-from media.config import MediaConfig
+from media.config import IceAddress, MediaConfig
+from media.ice import restrict_host_addresses
 from rooms.consultation import ConsultationKind, new_consultation_id
 from rooms.roles import Role
 from signaling.app import SERVER, create_app
@@ -18,6 +19,13 @@ from signaling.bot import Bot
 from signaling.config import ServerConfig
 from signaling.server import Server
 from signaling.tokens import mint
+
+
+@pytest.fixture(scope="session", autouse=True)
+def loopback_candidates() -> None:
+    """Bots gather ICE candidates on 127.0.0.1 only, like the Worker: aioice skips loopback
+    by default, and process-wide is the only way it can be told (media/ice.py)."""
+    restrict_host_addresses((IceAddress("127.0.0.1"),))
 
 
 @pytest.fixture(scope="session")
