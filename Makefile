@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: run test lint unit integration e2e chromium clean
+.PHONY: run test lint unit integration e2e chromium redis clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -23,15 +23,21 @@ chromium:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium; fi; }
 
+# Debian's redis-server: the RoomStore contract tests start their own on a free port.
+redis:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq redis-server; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq redis-server; fi; }
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 # The whole suite runs in a private network namespace that has only loopback, so no test
 # can send a packet anywhere else (see tests/isolated.sh).
-test: $(STAMP) chromium lint
+test: $(STAMP) chromium redis lint
 	tests/isolated.sh $(VENV)/bin/pytest -q $(PYTEST_ARGS)
 
-unit: $(STAMP)
+unit: $(STAMP) redis
 	$(VENV)/bin/pytest -q tests/unit
 
 integration: $(STAMP)
