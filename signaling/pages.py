@@ -5,6 +5,15 @@ no referrer, and the token is never echoed on the error page. Display names are 
 templates are rendered with autoescape on, and the data handed to the script goes through
 ``tojson`` (which escapes ``<``, ``>``, ``&`` and quotes) inside a non-executable JSON block,
 so the strict CSP below can forbid inline script altogether.
+
+Query parameters of the join page:
+- ``lang=en|zh-CN`` overrides ``Accept-Language`` (web/i18n.py).
+- ``autojoin=1`` joins as soon as the camera is ready, with the ordinary layout (embedding
+  systems and the tests use it).
+- ``kiosk=1`` is kiosk mode, for a shared terminal (a nursing home, a ward trolley) that the
+  patient works by touch: the page gets the ``kiosk`` body class, which makes the consent
+  dialog's Yes / No buttons extra large, and it joins by itself (``kiosk=1`` implies
+  ``autojoin=1``; ``autojoin=1`` alone does not change the layout).
 """
 
 from __future__ import annotations
@@ -93,12 +102,15 @@ async def join_page(request: web.Request) -> web.Response:
 
     role = str(grant.role)
     kind = str(grant.kind)
+    kiosk = request.query.get("kiosk") == "1"
     boot = {
         "token": token,
         "name": grant.name,
         "role": role,
         "kind": kind,
         "lang": lang,
+        "kiosk": kiosk,
+        "consultation": grant.consultation_id,
         "messages": msgs,
     }
     return _render(
@@ -111,6 +123,7 @@ async def join_page(request: web.Request) -> web.Response:
         role_label=_role_label(msgs, role),
         kind=kind,
         kind_label=msgs.get(f"kind.{kind}", kind),
+        kiosk=kiosk,
         boot=boot,
     )
 

@@ -1,8 +1,15 @@
 // teleconsult browser client: join view, then the call view, speaking protocol v1.
 //
-// Test hook: window.teleconsult = { pc, state, participants } (pc once joined).
+// Test hook: window.teleconsult = { pc, state, participants } (pc once joined);
+// state.recording is the recording as this client sees it (recording.js).
+//
+// URL parameters: ?autojoin=1 joins as soon as the camera is ready; ?kiosk=1 is kiosk mode
+// (extra-large consent buttons, set as a body class by the server) and joins by itself too;
+// ?lang=en|zh-CN picks the language (signaling/pages.py).
 
 import { Call } from "./call.js";
+import { newRecordingState, RecordingUi } from "./recording.js";
+import { RecordingsPanel } from "./recordings.js";
 import { Signaling, signalingUrl } from "./signaling.js";
 import { $, makeTranslator, setBanner, showView, TileGrid, Toasts } from "./ui.js";
 
@@ -26,6 +33,8 @@ const state = {
   endReason: null,
   offers: 0, // offers answered in this session
   slots: [], // the last offer's `tracks`
+  recording: newRecordingState(),
+  kiosk: Boolean(boot.kiosk),
 };
 /** id -> {id, name, role, audioMuted, videoMuted, producers: {audio?, video?}, self?} */
 const participants = {};
@@ -43,6 +52,22 @@ let askedForTap = false;
 
 const toasts = new Toasts($("toasts"));
 const grid = new TileGrid($("grid"), t, { onAutoplayBlocked: askForTap });
+const recordingUi = new RecordingUi({
+  t,
+  state,
+  participants,
+  toasts,
+  send: (msg) => Boolean(sig?.send(msg)),
+  onStopped: () => {
+    if (panel.dialog.open) panel.refresh();
+  },
+});
+const panel = new RecordingsPanel({
+  t,
+  token: boot.token,
+  consultation: () => state.consultation?.id ?? boot.consultation,
+  lang: boot.lang,
+});
 
 // ------------------------------------------------------------------ local media
 
@@ -149,6 +174,10 @@ async function onMessage(msg) {
       return onTrack(msg.participantId, msg.kind, null);
     case "mute_changed":
       return onMuteChanged(msg.participantId, msg.kind, msg.muted);
+    case "consent_request":
+      return recordingUi.onConsentRequest(msg);
+    case "recording":
+      return recordingUi.onState(msg);
     case "error":
       return onError(msg);
     case "bye":
@@ -192,6 +221,8 @@ function onJoined(msg) {
   setConnectionState(call.state());
 
   showView("call-view");
+  // A new session: the server tells us about a running recording (and asks) right away.
+  recordingUi.reset();
   updateControls();
   updateWaiting();
   // A reconnect starts a new session: tell the others what we had muted.
@@ -277,6 +308,7 @@ function errorText(msg) {
 function onError(msg) {
   lastError = msg;
   console.warn("teleconsult: server error", msg.code, msg.ref ?? "", msg.message ?? "");
+  if (recordingUi.onError(msg)) return;
   toasts.show(errorText(msg), { kind: "error" });
 }
 
@@ -309,6 +341,7 @@ function onClose(ev) {
 // ------------------------------------------------------------------ call state
 
 function teardownCall() {
+  recordingUi.reset();
   call?.close();
   call = null;
   hook.pc = null;
@@ -338,6 +371,7 @@ function end(text) {
   for (const id of [...grid.tiles.keys()]) grid.remove(id);
   $("end-message").textContent = text;
   $("conn-state").hidden = true;
+  $("end-recordings-btn").hidden = !canViewRecordings();
   showView("end-view");
 }
 
@@ -365,7 +399,13 @@ function askForTap() {
 
 // ------------------------------------------------------------------ controls
 
+function canViewRecordings() {
+  return state.permissions.includes("view_recordings");
+}
+
 function updateControls() {
+  $("recordings-btn").hidden = !canViewRecordings();
+  recordingUi.render();
   const mic = $("mic-btn");
   const cam = $("cam-btn");
   if (mic) {
@@ -406,9 +446,11 @@ $("mic-btn")?.addEventListener("click", () => toggle("audio"));
 $("cam-btn")?.addEventListener("click", () => toggle("video"));
 $("leave-btn").addEventListener("click", leave);
 $("rejoin-btn").addEventListener("click", () => window.location.reload());
+$("recordings-btn").addEventListener("click", () => panel.open());
+$("end-recordings-btn").addEventListener("click", () => panel.open());
 window.addEventListener("pagehide", () => {
   if (state.phase === "call") sig?.send({ type: "leave" });
 });
 
 showView("join-view");
-if (params.get("autojoin") === "1") join();
+if (params.get("autojoin") === "1" || state.kiosk) join();

@@ -1,0 +1,62 @@
+"""Fixtures of the browser tests: the real server, started once per test module in its own
+process with its own data directory (so one module's recordings never meet another's)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+
+from tests.e2e.helpers import HEALTH_TIMEOUT_S, REPO, RunningServer, free_port
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    if importlib.util.find_spec("signaling.app") is None:
+        pytest.skip("signaling/app.py has not landed yet")
+    data_dir = tmp_path_factory.mktemp("server-data")
+    port = free_port()
+    log = data_dir / "server.log"
+    base = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # Both read from the data dir: the server's secret and master key, and the test's reads.
+    env.pop("TELECONSULT_SECRET", None)
+    env.pop("TELECONSULT_MASTER_KEY", None)
+    with log.open("wb") as log_file:
+        proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "signaling.cli", "serve",
+                "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir),
+            ],
+            cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT, env=env,
+        )  # fmt: skip
+    running = RunningServer(base, data_dir, log, proc)
+    try:
+        deadline = time.monotonic() + HEALTH_TIMEOUT_S
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"server exited with {proc.returncode}:\n{running.log_tail()}")
+            try:
+                with urllib.request.urlopen(f"{base}/healthz", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"no /healthz within {HEALTH_TIMEOUT_S}s:\n{running.log_tail()}")
+            time.sleep(0.2)
+        yield running
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
