@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import calls as calls_mod
+from bench import janus
 from bench.forwarding import DEFAULT_STEPS, fanout, parse_steps, print_fanout, ratios
 from bench.harness import REPO, clip_info, loopback_only, machine_info, write_json
 from media.clips import opus_clip, vp8_clip
@@ -45,8 +46,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             # The relay saturates a core within a few subscribers; Janus goes as far as we do.
             steps = tuple(n for n in args.steps if mode != "relay" or n <= args.baseline_max)
             if mode == "janus":
-                from bench import janus
-
                 fan.append(
                     await janus.fanout(
                         clip,
@@ -55,6 +54,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         settle_s=args.settle,
                         workdir=work,
                         deadline=deadline,
+                        quiet_wait_s=args.quiet_wait,
                     )
                 )
                 continue
@@ -67,7 +67,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     settle_s=args.settle,
                     workdir=work,
                     deadline=deadline,
-                    stop_below=0.95 if mode == "forward" else 0.5,
+                    stop_below=0.5,
+                    quiet_wait_s=args.quiet_wait,
                 )
             )
         data["fanout"] = fan
@@ -85,6 +86,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     window_s=args.window,
                     settle_s=args.settle,
                     workdir=work,
+                    quiet_wait_s=args.quiet_wait,
                 )
             )
         data["join_bursts"] = []
@@ -116,6 +118,12 @@ def main() -> None:
     parser.add_argument("--bursts", type=lambda s: [int(x) for x in s.split(",")], default=[10, 20])
     parser.add_argument("--window", type=float, default=10.0)
     parser.add_argument("--settle", type=float, default=2.0)
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=30.0,
+        help="before each window, wait up to this long for other processes to go quiet",
+    )
     parser.add_argument("--time-limit", type=float, default=1200.0)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--no-docs", action="store_true", help="do not regenerate the docs")
@@ -125,7 +133,7 @@ def main() -> None:
         args.modes = ["forward", "relay", "janus"]
     if args.smoke:
         args.steps, args.baseline_max, args.calls, args.bursts = (1, 2), 1, [(1, 2)], [3]
-        args.window, args.settle, args.time_limit = 1.5, 0.5, 120.0
+        args.window, args.settle, args.time_limit, args.quiet_wait = 1.5, 0.5, 120.0, 0.0
         args.modes = [m for m in args.modes if m != "janus"]
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     data = asyncio.run(run(args))

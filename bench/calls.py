@@ -22,8 +22,9 @@ from bench.harness import (
     close_bots,
     join_and_wait_video,
     latency_summary,
+    wait_quiet,
 )
-from bench.procstat import cpu_percent
+from bench.procstat import cpu_percent, udp_delta
 from media.clips import Clip
 from rooms.consultation import new_consultation_id
 from rooms.roles import Role
@@ -99,6 +100,7 @@ async def calls(
     window_s: float,
     settle_s: float,
     workdir: Path,
+    quiet_wait_s: float = 30.0,
 ) -> dict[str, Any]:
     """``rooms`` calls of ``size`` participants at once, on one server."""
     server = ServerProcess("forward", workdir)
@@ -116,6 +118,7 @@ async def calls(
                 people.append(person)
                 await join_and_wait_video_or_alone(person, joins, logs)
         await asyncio.sleep(settle_s)
+        quiet = await wait_quiet(server, max_wait_s=quiet_wait_s)
         window = Window.open(server)
         await asyncio.sleep(window_s)
         window.close(server)
@@ -145,6 +148,9 @@ async def calls(
                 (rss / 2**20 - result["rss_idle_mb"]) / max(1, len(people)), 2
             ),
             bots_cpu_pct=round(cpu_percent(window.bots0, window.bots1), 1),
+            udp=udp_delta(window.udp0, window.udp1),
+            others_cpu_pct_before=quiet,
+            others_cpu_pct=window.others_cpu_pct,
             worker=(await server.health()).get("worker"),
             join=joins.summary(),
         )

@@ -36,9 +36,10 @@ from bench.harness import (
     latency_summary,
     loopback_only,
     machine_info,
+    wait_quiet,
     write_json,
 )
-from bench.procstat import cpu_percent
+from bench.procstat import cpu_percent, udp_delta
 from media.clips import Clip, vp8_clip
 from rooms.consultation import new_consultation_id
 from rooms.roles import Role
@@ -46,7 +47,7 @@ from signaling.bot import Bot
 
 log = logging.getLogger("bench")
 
-DEFAULT_STEPS = (1, 2, 4, 8, 16, 32, 48)
+DEFAULT_STEPS = (1, 2, 4, 8, 16, 24, 32)
 
 
 async def fanout(
@@ -57,8 +58,9 @@ async def fanout(
     window_s: float,
     settle_s: float,
     workdir: Path,
+    quiet_wait_s: float = 30.0,
     stop_below: float = 0.95,
-    max_bot_cpu: float = 95.0,
+    max_bot_cpu: float = 90.0,
     deadline: float | None = None,
 ) -> dict[str, Any]:
     """Run the fan-out scenario against one server mode; never raises for a bad bot."""
@@ -108,6 +110,7 @@ async def fanout(
                 receivers.append(receiver)
                 await join_and_wait_video(bot, joins)
             await asyncio.sleep(settle_s)
+            quiet = await wait_quiet(server, max_wait_s=quiet_wait_s)
             window = Window.open(server)
             await asyncio.sleep(window_s)
             window.close(server)
@@ -133,6 +136,10 @@ async def fanout(
                 "server_rss_mb": round(server.rss() / 2**20, 1),
                 "server_threads": server.threads(),
                 "bots_cpu_pct": round(bots_cpu, 1),
+                # UDP datagrams the kernel dropped in the window (full socket buffers)
+                "udp": udp_delta(window.udp0, window.udp1),
+                "others_cpu_pct_before": quiet,
+                "others_cpu_pct": window.others_cpu_pct,
                 "worker": health.get("worker"),
                 # at most 3000 per step, evenly spread: enough for the latency plot
                 "latency_samples_ms": [

@@ -18,7 +18,16 @@ from typing import Any
 
 import aiohttp
 
-from bench.procstat import CpuSample, cpu_sample, rss_bytes, thread_count
+from bench.procstat import (
+    CpuSample,
+    MachineSample,
+    cpu_sample,
+    machine_sample,
+    others_percent,
+    rss_bytes,
+    thread_count,
+    udp_counters,
+)
 from media.clips import Clip
 from media.config import IceAddress
 from media.ice import restrict_host_addresses
@@ -175,8 +184,12 @@ class Window:
 
     server0: CpuSample
     bots0: CpuSample
+    udp0: dict[str, int] = field(default_factory=udp_counters)
+    machine0: MachineSample = field(default_factory=machine_sample)
     server1: CpuSample | None = None
     bots1: CpuSample | None = None
+    udp1: dict[str, int] = field(default_factory=dict)
+    machine1: MachineSample | None = None
 
     @classmethod
     def open(cls, server: ServerProcess) -> Window:
@@ -185,6 +198,19 @@ class Window:
     def close(self, server: ServerProcess) -> None:
         self.server1 = server.cpu()
         self.bots1 = cpu_sample(os.getpid())
+        self.udp1 = udp_counters()
+        self.machine1 = machine_sample()
+
+    @property
+    def others_cpu_pct(self) -> float:
+        """What every other process on the machine used meanwhile (other people's tests)."""
+        assert self.server1 is not None and self.bots1 is not None and self.machine1
+        return round(
+            others_percent(
+                self.machine0, self.machine1, (self.server0, self.server1), (self.bots0, self.bots1)
+            ),
+            1,
+        )
 
     @property
     def t0(self) -> float:
@@ -194,6 +220,22 @@ class Window:
     def t1(self) -> float:
         assert self.server1 is not None
         return self.server1.wall
+
+
+async def wait_quiet(server: Any, limit_pct: float = 25.0, max_wait_s: float = 30.0) -> float:
+    """Wait (bounded) until other processes use under ``limit_pct`` of a core; returns theirs.
+
+    The machine may be shared (other engineers' browser tests): a window measured while
+    something else hogs the cores starves the server and the bots alike.
+    """
+    deadline = time.monotonic() + max_wait_s
+    while True:
+        m0, s0, b0 = machine_sample(), server.cpu(), cpu_sample(os.getpid())
+        await asyncio.sleep(1.0)
+        m1, s1, b1 = machine_sample(), server.cpu(), cpu_sample(os.getpid())
+        others = others_percent(m0, m1, (s0, s1), (b0, b1))
+        if others < limit_pct or time.monotonic() > deadline:
+            return round(others, 1)
 
 
 def percentile(values: list[float], q: float) -> float | None:

@@ -45,8 +45,16 @@ from bench.harness import (
     free_port,
     latency_summary,
     loopback_only,
+    wait_quiet,
 )
-from bench.procstat import CpuSample, cpu_percent, cpu_sample, rss_bytes, thread_count
+from bench.procstat import (
+    CpuSample,
+    cpu_percent,
+    cpu_sample,
+    rss_bytes,
+    thread_count,
+    udp_delta,
+)
 from media.clips import Clip, ClipTrack
 from media.codecs import frame_start_check, is_keyframe, preferred_codecs
 from media.config import IceAddress
@@ -436,6 +444,7 @@ async def fanout(
     window_s: float,
     settle_s: float,
     workdir: Path,
+    quiet_wait_s: float = 30.0,
     deadline: float | None = None,
 ) -> dict[str, Any]:
     """The fan-out scenario of bench/forwarding.py, against Janus."""
@@ -470,6 +479,7 @@ async def fanout(
                 subs.append(sub)
                 await _join_subscriber(sub, feed, joins)
             await asyncio.sleep(settle_s)
+            quiet = await wait_quiet(janus, max_wait_s=quiet_wait_s)
             window = Window.open(janus)  # type: ignore[arg-type]
             await asyncio.sleep(window_s)
             window.close(janus)  # type: ignore[arg-type]
@@ -490,6 +500,9 @@ async def fanout(
                 "server_rss_mb": round(janus.rss() / 2**20, 1),
                 "server_threads": janus.threads(),
                 "bots_cpu_pct": round(cpu_percent(window.bots0, window.bots1), 1),
+                "udp": udp_delta(window.udp0, window.udp1),
+                "others_cpu_pct_before": quiet,
+                "others_cpu_pct": window.others_cpu_pct,
                 "latency_samples_ms": [
                     round(x * 1000, 2) for x in latencies[:: max(1, len(latencies) // 3000)]
                 ],

@@ -33,6 +33,10 @@ def _result(data: dict[str, Any], mode: str) -> dict[str, Any] | None:
     return next((r for r in data.get("fanout", []) if r["mode"] == mode), None)
 
 
+def _drops(row: dict[str, Any]) -> str:
+    return str((row.get("udp") or {}).get("RcvbufErrors", "–"))
+
+
 def _f(value: Any, digits: int = 1) -> str:
     if value is None:
         return "–"
@@ -213,8 +217,8 @@ def markdown(data: dict[str, Any], json_path: Path, images: list[str]) -> str:
         "## One publisher → N subscribers",
         "",
         "| system | N | server CPU % | CPU % per stream | delivered % | latency p50 / p95 / "
-        "p99 ms | server RSS MB | bots' CPU % |",
-        "|---|---|---|---|---|---|---|---|",
+        "p99 ms | server RSS MB | bots' CPU % | other processes' CPU % | UDP drops |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for result in data.get("fanout", []):
         for r in result["rows"]:
@@ -223,7 +227,8 @@ def markdown(data: dict[str, Any], json_path: Path, images: list[str]) -> str:
                 f"| {result['mode']} | {r['subscribers']} | {_f(r['server_cpu_pct'])} | "
                 f"{_f(r['server_cpu_pct_per_stream'], 2)} | {_f(r['delivered_pct'])} | "
                 f"{_f(lat.get('p50_ms'))} / {_f(lat.get('p95_ms'))} / {_f(lat.get('p99_ms'))} | "
-                f"{_f(r['server_rss_mb'], 0)} | {_f(r['bots_cpu_pct'], 0)} |"
+                f"{_f(r['server_rss_mb'], 0)} | {_f(r['bots_cpu_pct'], 0)} | "
+                f"{_f(r.get('others_cpu_pct'), 0)} | {_drops(r)} |"
             )
     lines += ["", "Publisher only (no subscriber), and joins into the running room:", ""]
     lines += [
@@ -256,8 +261,8 @@ def markdown(data: dict[str, Any], json_path: Path, images: list[str]) -> str:
             "",
             "| rooms × size | participants | video streams forwarded | server CPU % | "
             "CPU % per video stream | delivered % | latency p50 / p95 / p99 ms | RSS MB | "
-            "RSS per participant MB | bots' CPU % |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "RSS per participant MB | bots' CPU % | other processes' CPU % | UDP drops |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for c in data["calls"]:
             if "error" in c:
@@ -270,7 +275,8 @@ def markdown(data: dict[str, Any], json_path: Path, images: list[str]) -> str:
                 f"{_f(c['server_cpu_pct_per_video_stream'], 2)} | {_f(c['delivered_pct'])} | "
                 f"{_f(lat.get('p50_ms'))} / {_f(lat.get('p95_ms'))} / {_f(lat.get('p99_ms'))} | "
                 f"{_f(c['server_rss_mb'], 0)} | {_f(c['rss_per_participant_mb'], 2)} | "
-                f"{_f(c['bots_cpu_pct'], 0)} |"
+                f"{_f(c['bots_cpu_pct'], 0)} | {_f(c.get('others_cpu_pct'), 0)} | "
+                f"{(c.get('udp') or {}).get('RcvbufErrors', '–')} |"
             )
     if data.get("join_bursts"):
         lines += [

@@ -9,13 +9,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import aioice.ice
 import pytest
 
 from bench.calls import calls
 from bench.forwarding import fanout
 from bench.harness import loopback_only
 from media.clips import Clip, vp8_clip
-from media.ice import unrestrict_host_addresses
 
 
 @pytest.fixture(scope="module")
@@ -25,9 +25,11 @@ def clip() -> Clip:
 
 @pytest.fixture(autouse=True)
 def loopback() -> Iterator[None]:
+    # The bots gather on 127.0.0.1 (process-wide, as the Worker does); put aioice back after.
+    original = aioice.ice.get_host_addresses
     loopback_only()
     yield
-    unrestrict_host_addresses()
+    aioice.ice.get_host_addresses = original
 
 
 async def test_fanout_forward_counts_and_matches_frames(clip: Clip, tmp_path: Path) -> None:
@@ -38,6 +40,7 @@ async def test_fanout_forward_counts_and_matches_frames(clip: Clip, tmp_path: Pa
         window_s=1.5,
         settle_s=0.5,
         workdir=tmp_path,
+        quiet_wait_s=0,
         stop_below=0.0,
     )
     assert "error" not in result, result.get("error")
@@ -55,7 +58,14 @@ async def test_fanout_forward_counts_and_matches_frames(clip: Clip, tmp_path: Pa
 
 async def test_fanout_relay_baseline_delivers(clip: Clip, tmp_path: Path) -> None:
     result = await fanout(
-        "relay", clip, steps=(1,), window_s=1.5, settle_s=0.5, workdir=tmp_path, stop_below=0.0
+        "relay",
+        clip,
+        steps=(1,),
+        window_s=1.5,
+        settle_s=0.5,
+        workdir=tmp_path,
+        quiet_wait_s=0,
+        stop_below=0.0,
     )
     assert "error" not in result, result.get("error")
     (row,) = result["rows"]
@@ -65,7 +75,9 @@ async def test_fanout_relay_baseline_delivers(clip: Clip, tmp_path: Path) -> Non
 
 
 async def test_one_to_one_call(clip: Clip, tmp_path: Path) -> None:
-    result = await calls(clip, None, rooms=1, size=2, window_s=1.5, settle_s=0.5, workdir=tmp_path)
+    result = await calls(
+        clip, None, rooms=1, size=2, window_s=1.5, settle_s=0.5, workdir=tmp_path, quiet_wait_s=0
+    )
     assert "error" not in result, result.get("error")
     assert result["participants_alive"] == 2
     assert result["forwarded_video_streams"] == 2
