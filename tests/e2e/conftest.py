@@ -1,5 +1,6 @@
-"""Fixtures of the browser tests: the real server, started once per test module in its own
-process with its own data directory (so one module's recordings never meet another's)."""
+"""Fixtures of the browser tests: the pages alone on an in-process aiohttp app
+(``pages_client``), and the real server, started once per test module in its own process
+with its own data directory (so one module's recordings never meet another's)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,31 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 
-from tests.e2e.helpers import HEALTH_TIMEOUT_S, REPO, RunningServer, free_port
+from signaling import appkeys
+from signaling.config import ServerConfig
+from signaling.pages import setup_pages
+from tests.e2e.helpers import HEALTH_TIMEOUT_S, PAGES_SECRET, REPO, RunningServer, free_port
+
+
+@pytest.fixture
+async def pages_client(tmp_path: Path) -> AsyncIterator[TestClient[web.Request, web.Application]]:
+    """The join page and static files only: no WebSocket, no media."""
+    app = web.Application()
+    app[appkeys.CONFIG] = ServerConfig(data_dir=tmp_path, secret=PAGES_SECRET)
+    setup_pages(app)
+    client = TestClient(TestServer(app, host="127.0.0.1"))
+    await client.start_server()
+    try:
+        yield client
+    finally:
+        await client.close()
 
 
 @pytest.fixture(scope="module")

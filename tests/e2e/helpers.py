@@ -40,6 +40,8 @@ CHROMIUM_ARGS = [
     "--autoplay-policy=no-user-gesture-required",
 ]
 CONSULTATION = "e2e-browser-call"
+# The signing secret of the pages-only app (the ``pages_client`` fixture).
+PAGES_SECRET = b"s" * 32
 HEALTH_TIMEOUT_S = 20.0
 MEDIA_TIMEOUT_S = 40.0
 
@@ -97,6 +99,21 @@ async def chromium(extra_args: Sequence[str] = (), locale: str = "en-US") -> Asy
                 yield ctx
             finally:
                 await ctx.close()
+
+
+def pages_token(name: str = "Dr. Li", role: str = "doctor", **kw: Any) -> str:
+    """A join token for the pages-only app."""
+    from signaling import tokens
+
+    return tokens.mint(
+        PAGES_SECRET,
+        consultation_id=CONSULTATION,
+        kind="joint",
+        identity="u-test",
+        name=name,
+        role=role,
+        **kw,
+    )
 
 
 def free_port() -> int:

@@ -16,17 +16,12 @@ import json
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
-from signaling import appkeys, tokens
-from signaling.config import ServerConfig
-from signaling.pages import setup_pages
+from signaling import tokens
 from tests.e2e.helpers import (
     ARTIFACTS,
     CONSULTATION,
@@ -37,43 +32,14 @@ from tests.e2e.helpers import (
     media_ok,
     needs_chromium,
     needs_loopback_namespace,
+    pages_token,
     wait_for,
 )
 
-SECRET = b"s" * 32
 EVIL_NAME = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2">'
 
 
 # ------------------------------------------------------------------ the pages alone
-
-
-def _minimal_app(data_dir: Path) -> web.Application:
-    app = web.Application()
-    app[appkeys.CONFIG] = ServerConfig(data_dir=data_dir, secret=SECRET)
-    setup_pages(app)
-    return app
-
-
-def _token(name: str = "Dr. Li", role: str = "doctor", **kw: Any) -> str:
-    return tokens.mint(
-        SECRET,
-        consultation_id=CONSULTATION,
-        kind="joint",
-        identity="u-test",
-        name=name,
-        role=role,
-        **kw,
-    )
-
-
-@pytest.fixture
-async def pages_client(tmp_path: Path) -> AsyncIterator[TestClient[web.Request, web.Application]]:
-    client = TestClient(TestServer(_minimal_app(tmp_path), host="127.0.0.1"))
-    await client.start_server()
-    try:
-        yield client
-    finally:
-        await client.close()
 
 
 def _assert_page_headers(resp: Any) -> None:
@@ -97,7 +63,7 @@ async def test_garbage_token_is_401_error_page(pages_client: TestClient, garbage
 
 
 async def test_expired_token_is_401_error_page(pages_client: TestClient) -> None:
-    token = _token(ttl_s=60, now=time.time() - 3600)
+    token = pages_token(ttl_s=60, now=time.time() - 3600)
     resp = await pages_client.get(f"/join/{token}", headers={"Accept-Language": "zh-CN,zh;q=0.9"})
     assert resp.status == 401
     _assert_page_headers(resp)
@@ -116,7 +82,7 @@ async def test_wrong_secret_is_401(pages_client: TestClient) -> None:
 
 
 async def test_join_page_escapes_the_name(pages_client: TestClient) -> None:
-    token = _token(name=EVIL_NAME, role="patient")
+    token = pages_token(name=EVIL_NAME, role="patient")
     resp = await pages_client.get(f"/join/{token}?lang=zh-CN", headers={"Accept-Language": "en"})
     assert resp.status == 200
     _assert_page_headers(resp)
@@ -131,7 +97,7 @@ async def test_join_page_escapes_the_name(pages_client: TestClient) -> None:
 
 
 async def test_join_page_language_from_accept_language(pages_client: TestClient) -> None:
-    token = _token(role="observer")
+    token = pages_token(role="observer")
     resp = await pages_client.get(f"/join/{token}", headers={"Accept-Language": "en-US,en"})
     body = await resp.text()
     assert 'lang="en"' in body and "Observer" in body and "Join" in body
@@ -139,7 +105,7 @@ async def test_join_page_language_from_accept_language(pages_client: TestClient)
 
 
 async def test_kiosk_mode_is_a_body_class(pages_client: TestClient) -> None:
-    token = _token(role="patient")
+    token = pages_token(role="patient")
     body = await (await pages_client.get(f"/join/{token}?kiosk=1")).text()
     assert '<body class="page-join kiosk">' in body
     assert '"kiosk": true' in body
@@ -170,7 +136,7 @@ async def test_static_files_are_served(pages_client: TestClient) -> None:
 @needs_loopback_namespace
 @pytest.mark.browser
 async def test_name_does_not_execute_in_browser(pages_client: TestClient) -> None:
-    token = _token(name=EVIL_NAME, role="patient")
+    token = pages_token(name=EVIL_NAME, role="patient")
     url = str(pages_client.make_url(f"/join/{token}"))
     async with chromium() as ctx:
         page = await ctx.new_page()

@@ -484,3 +484,138 @@ async def test_patient_on_kiosk_says_no(server: RunningServer) -> None:
 
     infos = Catalog(RecordingStore(server.data_dir)).list(consultation)
     assert all(not info.tracks for info in infos), infos
+
+
+# ------------------------------------------------------------------ a scripted server
+
+
+class ScriptedSocket:
+    """The page's WebSocket, answered by the test instead of a server (Playwright's
+    route_web_socket): every server message, including a disk-full stop, on demand."""
+
+    def __init__(self, participant: dict[str, Any], permissions: list[str]) -> None:
+        self.participant = participant
+        self.permissions = permissions
+        self.route: Any = None
+        self.received: list[dict[str, Any]] = []
+
+    async def handle(self, route: Any) -> None:
+        self.route = route
+        route.on_message(self._on_message)
+
+    def _on_message(self, raw: str | bytes) -> None:
+        msg = json.loads(raw)
+        self.received.append(msg)
+        if msg["type"] == "join":
+            self.send(
+                type="joined",
+                v=1,
+                participant=self.participant,
+                consultation={"id": "e2e-scripted", "kind": "joint"},
+                participants=[{"id": "PDOC", "name": "Dr. Li", "role": "doctor"}],
+                iceServers=[],
+                permissions=self.permissions,
+            )
+
+    def send(self, **msg: Any) -> None:
+        self.route.send(json.dumps(msg))
+
+    def sent(self, type_: str) -> list[dict[str, Any]]:
+        return [m for m in self.received if m["type"] == type_]
+
+
+async def test_recording_ui_against_a_scripted_server(pages_client: Any) -> None:
+    """Every state the server can announce, shown as it should be: the question, REC,
+    withdrawing and agreeing again, and a stop because the disk is full."""
+    from tests.e2e.helpers import pages_token
+
+    token = pages_token(name="Zhang Ayi", role="patient")
+    socket = ScriptedSocket({"id": "PPAT", "name": "Zhang Ayi", "role": "patient"},
+                            ["publish", "subscribe"])  # fmt: skip
+    async with chromium() as ctx:
+        page = await ctx.new_page()
+        await page.route_web_socket("**/ws", socket.handle)
+        await page.goto(str(pages_client.make_url(f"/join/{token}?autojoin=1")))
+        await wait_for(page, "window.teleconsult.state.phase === 'call'", 15)
+        assert not await page.locator("#record-btn").is_visible()  # no record permission
+        assert not await page.locator("#recordings-btn").is_visible()
+
+        socket.send(type="recording", state="pending", recordingId="R1",
+                    waitingFor=["PPAT"], excluded=[])  # fmt: skip
+        socket.send(type="consent_request", recordingId="R1", requestedBy="PDOC")
+        await _answer(page, yes=True)
+        await wait_for(page, "window.teleconsult.state.recording.myConsent === true", 5)
+        assert socket.sent("consent") == [{"type": "consent", "granted": True}]
+        assert not await _shows_rec(page)  # still pending: no REC yet
+
+        socket.send(type="recording", state="recording", recordingId="R1",
+                    waitingFor=[], excluded=[])  # fmt: skip
+        await page.locator("#rec-indicator").wait_for(state="visible", timeout=5_000)
+        await page.click("#withdraw-btn")
+        await wait_for(page, "window.teleconsult.state.recording.myConsent === false", 5)
+        assert socket.sent("consent")[-1] == {"type": "consent", "granted": False}
+        socket.send(type="recording", state="recording", recordingId="R1",
+                    waitingFor=[], excluded=["PPAT"])  # fmt: skip
+        await page.locator("#rec-note").wait_for(state="visible", timeout=5_000)
+        assert await page.text_content("#withdraw-btn") == "Record me too"
+        # Agreeing again goes through the same question.
+        await page.click("#withdraw-btn")
+        await _answer(page, yes=True)
+        assert socket.sent("consent")[-1] == {"type": "consent", "granted": True}
+        socket.send(type="recording", state="recording", recordingId="R1",
+                    waitingFor=[], excluded=[])  # fmt: skip
+        await page.locator("#rec-note").wait_for(state="hidden", timeout=5_000)
+
+        # The disk fills up: REC goes, and everyone is told why (the call goes on).
+        socket.send(type="recording", state="stopped", recordingId="R1",
+                    waitingFor=[], excluded=[], reason="disk_full")  # fmt: skip
+        toast = page.locator(".toast-error", has_text="disk is full")
+        await toast.wait_for(timeout=5_000)
+        assert not await _shows_rec(page)
+        assert not await page.locator("#withdraw-btn").is_visible()
+        assert await page.evaluate("window.teleconsult.state.phase") == "call"
+        await page.screenshot(path=str(ARTIFACTS / "browser-recording-disk-full.png"))
+
+        # A request that someone else declines closes an unanswered question.
+        socket.send(type="consent_request", recordingId="R2", requestedBy="PDOC")
+        await page.locator("#consent-dialog[open]").wait_for(timeout=5_000)
+        socket.send(type="recording", state="idle", recordingId="R2",
+                    waitingFor=[], excluded=[], reason="declined")  # fmt: skip
+        await page.locator("#consent-dialog").wait_for(state="hidden", timeout=5_000)
+        await page.locator(".toast-error", has_text="a participant declined").wait_for(
+            timeout=5_000
+        )
+        assert len(socket.sent("consent")) == 3  # no answer was made up for R2
+
+
+async def test_record_button_sends_start_and_cancel(pages_client: Any) -> None:
+    from tests.e2e.helpers import pages_token
+
+    token = pages_token(name="Dr. Li", role="doctor")
+    socket = ScriptedSocket({"id": "PDOC", "name": "Dr. Li", "role": "doctor"},
+                            ["publish", "record", "subscribe", "view_recordings"])  # fmt: skip
+    socket_participants = [{"id": "PPAT", "name": "Zhang Ayi", "role": "patient"}]
+    async with chromium() as ctx:
+        page = await ctx.new_page()
+        await page.route_web_socket("**/ws", socket.handle)
+        await page.goto(str(pages_client.make_url(f"/join/{token}?autojoin=1")))
+        await wait_for(page, "window.teleconsult.state.phase === 'call'", 15)
+        socket.send(type="participant_joined", participant=socket_participants[0])
+        assert await page.locator("#recordings-btn").is_visible()
+        await _click_record(page, "Record")
+        await wait_for(page, "document.getElementById('record-btn').disabled", 5)
+        assert socket.sent("record") == [{"type": "record", "action": "start"}]
+        socket.send(type="recording", state="pending", recordingId="R1",
+                    waitingFor=["PPAT"], excluded=[])  # fmt: skip
+        await wait_for(page, "!document.getElementById('record-btn').disabled", 5)
+        assert await page.text_content("#rec-pending") == "Waiting for consent: Zhang Ayi"
+        await _click_record(page, "Cancel recording")
+        assert socket.sent("record")[-1] == {"type": "record", "action": "stop"}
+        socket.send(type="recording", state="idle", recordingId="R1",
+                    waitingFor=[], excluded=[], reason="stopped by PDOC")  # fmt: skip
+        await wait_for(page, "document.getElementById('record-btn').textContent === 'Record'", 5)
+        assert not await page.locator("#rec-pending").is_visible()
+        # A refusal arrives as an error naming the participant: the toast names them.
+        socket.send(type="error", code="consent_refused",
+                    message="participant PPAT declined recording", ref="record")  # fmt: skip
+        await page.locator(".toast-error", has_text="Zhang Ayi declined").wait_for(timeout=5_000)

@@ -108,8 +108,9 @@ export class RecordingUi {
     }
     if (msg.state === "idle" || msg.state === "stopped") {
       // The request is over (cancelled, refused, stopped): an open question is moot.
+      const asking = r.dialog;
       this.closeDialog();
-      this.announceEnd(prev, msg);
+      this.announceEnd(asking && prev !== "recording" ? "pending" : prev, msg);
       r.myConsent = null;
       if (prev === "recording") this.onStopped?.();
     }
