@@ -184,7 +184,13 @@ class RecordingState(_Message):
     # pending: who has not answered yet; recording: who is left out (no consent).
     waitingFor: list[str] = Field(default_factory=list)
     excluded: list[str] = Field(default_factory=list)
+    # Why it ended: stopped | everyone_left | declined | consent_required | failed |
+    # disk_full | error. A fixed code, so clients can translate it.
     reason: str | None = None
+    # Who stopped it (reason "stopped") or declined (reason "declined").
+    by: str | None = None
+    # When recording started, in seconds since the epoch (late joiners' REC timers).
+    startedAt: float | None = None
 
 
 class Pong(_Message):
@@ -227,6 +233,8 @@ class Error(_Message):
     message: str
     # The type of the client message that caused it, when known.
     ref: str | None = None
+    # The participant it is about, when there is one (e.g. who declined recording).
+    participantId: str | None = None
 
 
 ServerMessage = Annotated[

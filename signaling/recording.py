@@ -1,7 +1,8 @@
 """Consent-gated recording of a consultation: the protocol side of recordings.Recorder.
 
 A participant with the ``record`` permission asks; asking counts as their own consent.
-Everyone else present gets a ``consent_request``; the recording starts only when all have
+Everyone else present who publishes gets a ``consent_request`` (observers send nothing, so
+nothing of theirs is recorded and they are not asked); the recording starts only when all have
 agreed, and one refusal cancels the request. A late joiner is asked on arrival and left out
 of the recording (the Recorder lists them as excluded) until they agree; withdrawing stops
 their tracks. Every consent answer and every start and stop goes to the audit log.
@@ -13,6 +14,7 @@ it registers each Producer with the Recorder and hands it every encoded frame.
 from __future__ import annotations
 
 import logging
+import time
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -21,6 +23,7 @@ from recordings.errors import ConsentError, RecordingError
 from recordings.recorder import Recorder
 from recordings.store import RecordingStore
 from rooms.consultation import Participant
+from rooms.roles import Permission, can
 from signaling import protocol as p
 
 if TYPE_CHECKING:
@@ -42,6 +45,8 @@ class ConsultationRecording:
         self.state: State = "pending"
         self.waiting_for: set[str] = set()
         self.reason: str | None = None
+        self.by: str | None = None
+        self.started_at: float | None = None
         self._roles: dict[str, str] = {}
         self._attached = False
 
@@ -74,6 +79,7 @@ class ConsultationRecording:
     # ------------------------------------------------------------ consent flow
 
     async def begin(self, present: list[Participant]) -> None:
+        present = [x for x in present if can(x.role, Permission.publish)]
         self._roles = {x.id: str(x.role) for x in present}
         self._consent(self.requested_by, True)
         self.waiting_for = {x.id for x in present if x.id != self.requested_by}
@@ -92,7 +98,6 @@ class ConsultationRecording:
         if self.state == "pending":
             self.waiting_for.discard(participant.id)
             if not granted:
-                self._finish("idle", "declined")
                 requester = self.server.hub.get(self.consultation_id, self.requested_by)
                 if requester is not None:
                     requester.post(
@@ -100,20 +105,27 @@ class ConsultationRecording:
                             code="consent_refused",
                             message=f"participant {participant.id} declined recording",
                             ref="record",
+                            participantId=participant.id,
                         )
                     )
+                self._finish("idle", "declined", by=participant.id)
                 return
             self._maybe_start()
         self.broadcast()
 
     def joined(self, participant: Participant) -> None:
         """A late joiner: ask them; until they agree they are left out."""
+        client = self.server.hub.get(self.consultation_id, participant.id)
+        if not can(participant.role, Permission.publish):
+            if client is not None:
+                client.post(self.describe())
+            return
         self._roles[participant.id] = str(participant.role)
         if self.state == "pending":
             self.waiting_for.add(participant.id)
-        client = self.server.hub.get(self.consultation_id, participant.id)
+        # Everyone's waitingFor / excluded changes, the newcomer's view included.
+        self.broadcast()
         if client is not None:
-            client.post(self.describe())
             client.post(
                 p.ConsentRequest(recordingId=self.recording_id, requestedBy=self.requested_by)
             )
@@ -124,10 +136,10 @@ class ConsultationRecording:
             self._maybe_start()
             self.broadcast()
 
-    def stop(self, reason: str = "stopped") -> None:
+    def stop(self, reason: str = "stopped", by: str | None = None) -> None:
         if self.state == "recording":
             self.recorder.stop(reason)
-        self._finish("stopped" if self.state == "recording" else "idle", reason)
+        self._finish("stopped" if self.state == "recording" else "idle", reason, by=by)
 
     # ------------------------------------------------------------ internals
 
@@ -158,6 +170,11 @@ class ConsultationRecording:
             return
         except (RecordingError, OSError) as exc:
             log.error("recording could not start: %s", exc)
+            requester = self.server.hub.get(self.consultation_id, self.requested_by)
+            if requester is not None:
+                requester.post(
+                    p.Error(code="recording_failed", message="the server could not start it")
+                )
             self._finish("idle", "failed")
             return
         room = self.server.worker.room(self.consultation_id)
@@ -165,6 +182,7 @@ class ConsultationRecording:
             room.attach(self)
             self._attached = True
         self.state = "recording"
+        self.started_at = time.time()
         self.server.audit.record(
             "recording_started",
             consultation=self.consultation_id,
@@ -173,13 +191,13 @@ class ConsultationRecording:
         )
         self.broadcast()
 
-    def _finish(self, state: State, reason: str) -> None:
+    def _finish(self, state: State, reason: str, by: str | None = None) -> None:
         room = self.server.worker.room(self.consultation_id)
         if self._attached and room is not None:
             room.detach(self)
         self._attached = False
         was_recording = self.state == "recording"
-        self.state, self.reason = state, reason
+        self.state, self.reason, self.by = state, reason, by
         self.waiting_for.clear()
         if was_recording:
             self.server.audit.record(
@@ -215,6 +233,8 @@ class ConsultationRecording:
             waitingFor=sorted(self.waiting_for),
             excluded=self.excluded(),
             reason=self.reason,
+            by=self.by,
+            startedAt=self.started_at,
         )
 
     def broadcast(self) -> None:

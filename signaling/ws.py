@@ -337,7 +337,7 @@ class ClientConnection:
         if message.action == "stop":
             if recording is None:
                 raise p.ProtocolError("unexpected", "nothing is being recorded", "record")
-            recording.stop("stopped by " + self.participant.id)
+            recording.stop("stopped", by=self.participant.id)
             return
         if recording is not None:
             raise p.ProtocolError("unexpected", f"recording is already {recording.state}", "record")
@@ -367,7 +367,7 @@ class ClientConnection:
             if self.server.hub.participant_ids(consultation_id):
                 recording.left(participant_id)
             else:
-                recording.stop("everyone left")
+                recording.stop("everyone_left")
         self.server.audit.record("leave", consultation=consultation_id, participant=participant_id)
         log.info("participant %s left consultation %s", participant_id, consultation_id)
 

@@ -59,6 +59,9 @@ async def test_recording_waits_for_everyone_and_leaves_out_a_late_joiner(
     late = harness.bot(harness.token(consultation, Role.expert), **media)
     await late.connect()
     assert await late.wait_for(lambda: _asked(late), 5)
+    # Everyone sees who is left out, not only the newcomer.
+    assert await doctor.wait_for(lambda: _states(doctor)[-1].excluded == [late.participant_id], 5)
+    assert _states(doctor)[-1].startedAt is not None
     await asyncio.sleep(2.0)  # records 2 s; the late joiner never answers
     await doctor.send(p.Record(type="record", action="stop"))
     assert await doctor.wait_for(lambda: _states(doctor)[-1].state == "stopped", 5)
@@ -116,6 +119,24 @@ async def test_one_refusal_cancels_and_nothing_is_recorded(
     store = harness.server.recording_store
     assert all(not info.tracks for info in Catalog(store).list(consultation))
     assert consultation not in harness.server.recordings
+
+
+async def test_observers_are_not_asked_and_do_not_hold_up_the_start(
+    harness: Harness, consultation: str, video_clip: Clip
+) -> None:
+    doctor = harness.bot(harness.token(consultation, Role.doctor), video=video_clip)
+    observer = harness.bot(harness.token(consultation, Role.observer))
+    for bot in (doctor, observer):
+        await bot.connect()
+    await doctor.send(p.Record(type="record", action="start"))
+    assert await doctor.wait_for(
+        lambda: bool(_states(doctor)) and _states(doctor)[-1].state == "recording", 5
+    )
+    assert not _asked(observer) and _states(observer)[-1].state == "recording"
+    await doctor.send(p.Record(type="record", action="stop"))
+    assert await doctor.wait_for(lambda: _states(doctor)[-1].state == "stopped", 5)
+    assert _states(doctor)[-1].reason == "stopped"
+    assert _states(doctor)[-1].by == doctor.participant_id
 
 
 async def test_only_the_doctor_may_record_and_consent_needs_a_request(

@@ -100,7 +100,8 @@ export class RecordingUi {
     this.busy = false;
 
     if (msg.state === "recording" && prev !== "recording") {
-      r.startedAt = Date.now();
+      // The server's start time, so a late joiner's timer shows the real duration.
+      r.startedAt = msg.startedAt ? msg.startedAt * 1000 : Date.now();
       r.stoppedAt = null;
     }
     if (prev === "recording" && msg.state !== "recording") {
@@ -121,8 +122,8 @@ export class RecordingUi {
   onError(msg) {
     if (msg.ref === "record" || msg.ref === "consent") this.busy = false;
     if (msg.code === "consent_refused") {
-      const m = /participant (\S+) declined/.exec(msg.message ?? "");
-      const who = m && this.participants[m[1]] ? this.name(m[1]) : null;
+      const id = msg.participantId;
+      const who = id && this.participants[id] ? this.name(id) : null;
       const text = who
         ? this.t("recording.refused_by", { name: who })
         : this.t("error.consent_refused");
