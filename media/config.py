@@ -45,6 +45,9 @@ class MediaConfig:
     ice_servers: tuple[IceServer, ...] = ()
     # One codec on every leg, so a Consumer can forward a Producer's frames unchanged.
     video_codec: VideoCodec = "VP8"
+    # The most a video publisher is asked to send (REMB, refreshed every second): enough
+    # for 720p of a wound or an X-ray held to the camera, little enough for a county link.
+    max_video_bitrate: int = 1_500_000
     # Shortest interval between two keyframe requests (PLI) sent to one Producer.
     keyframe_interval_s: float = 0.3
     # How long a participant may take to answer an offer before it is dropped.

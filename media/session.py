@@ -24,7 +24,7 @@ from media.consumer import Consumer, OutboundSlot
 from media.errors import MediaError
 from media.ice import announce, rtc_configuration
 from media.producer import Producer
-from media.tap import install_receiver_tap, on_keyframe_request
+from media.tap import install_receiver_tap, on_keyframe_request, take_over_bandwidth
 
 if TYPE_CHECKING:
     from media.worker import MediaRoom
@@ -146,6 +146,8 @@ class PeerSession:
             producer.on_frame,
             starts_frame=frame_start_check(self._config.video_codec),
         )
+        if kind == "video":
+            take_over_bandwidth(transceiver.receiver)
         self.producers[producer.id] = producer
         log.info("%r: Producer %s opened", self, producer.id)
         self.room.producer_opened(producer)

@@ -20,6 +20,7 @@ import aiortc
 from aiortc import RTCRtpReceiver, RTCRtpSender
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, pack_remb_fci
 
 from media.jitter import AudioPassThrough, VideoFrameAssembler
 
@@ -30,6 +31,8 @@ TESTED_AIORTC = "1.16.0"
 _QUEUE = "_RTCRtpReceiver__decoder_queue"
 _JITTER = "_RTCRtpReceiver__jitter_buffer"
 _THREAD = "_RTCRtpReceiver__decoder_thread"
+_ESTIMATOR = "_RTCRtpReceiver__remote_bitrate_estimator"
+_RTCP_SSRC = "_RTCRtpReceiver__rtcp_ssrc"
 
 # codec, frame, whether frames were lost just before this one
 FrameCallback = Callable[[RTCRtpCodecParameters, JitterFrame, bool], None]
@@ -99,6 +102,31 @@ def install_receiver_tap(
         raise TapError(f"cannot tap a receiver of kind {kind!r}")
     setattr(receiver, _JITTER, buffer)
     setattr(receiver, _QUEUE, _FrameTap(on_frame, buffer))
+
+
+def take_over_bandwidth(receiver: RTCRtpReceiver) -> None:
+    """Stop aiortc's own REMB for this receiver: the Worker sends its own (``send_remb``).
+
+    aiortc's estimator (abs-send-time, no transport-cc) drives browser publishers down to a
+    few hundred kbps even on loopback; a forwarder must decide what it asks for.
+    """
+    _check_version()
+    if not hasattr(receiver, _ESTIMATOR):
+        raise TapError(f"RTCRtpReceiver has no {_ESTIMATOR}: aiortc internals changed")
+    setattr(receiver, _ESTIMATOR, None)
+
+
+async def send_remb(receiver: RTCRtpReceiver, bitrate: int) -> bool:
+    """Tell the publisher behind ``receiver`` the most it may send (REMB)."""
+    rtcp_ssrc = getattr(receiver, _RTCP_SSRC, None)
+    ssrcs = [s.source for s in receiver.getSynchronizationSources()]
+    if rtcp_ssrc is None or not ssrcs:
+        return False
+    packet = RtcpPsfbPacket(
+        fmt=RTCP_PSFB_APP, ssrc=rtcp_ssrc, media_ssrc=0, fci=pack_remb_fci(bitrate, ssrcs)
+    )
+    await receiver._send_rtcp(packet)
+    return True
 
 
 def on_keyframe_request(sender: RTCRtpSender, callback: Callable[[], None]) -> None:

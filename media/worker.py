@@ -8,6 +8,7 @@ Redis-backed deployment puts the same interface behind a bus.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Protocol
@@ -16,6 +17,7 @@ from media.config import MediaConfig
 from media.ice import restrict_host_addresses
 from media.producer import Producer, RoomSink
 from media.session import Kind, PeerSession, SessionSignal
+from media.tap import send_remb
 
 log = logging.getLogger(__name__)
 
@@ -93,12 +95,33 @@ class MediaRoom:
             self._events.producer_closed(self.consultation_id, _info(producer))
 
 
+REMB_INTERVAL_S = 1.0
+
+
 class Worker:
     def __init__(self, config: MediaConfig, events: WorkerEvents) -> None:
         self.config = config
         self.rooms: dict[str, MediaRoom] = {}
         self._events = events
+        self._bandwidth: asyncio.Task[None] | None = None
         restrict_host_addresses(config.ice_addresses)
+
+    async def _cap_bandwidth(self) -> None:
+        """Every second, ask each video publisher for at most the configured bitrate.
+
+        The Worker decides what goes upstream (DESIGN.md): aiortc ignores subscribers' REMB
+        on the forwarding path, and its own estimate starves publishers. Browsers still lower
+        their rate on loss (RTCP receiver reports), so this is a ceiling, not a floor.
+        """
+        while True:
+            await asyncio.sleep(REMB_INTERVAL_S)
+            for room in list(self.rooms.values()):
+                for producer in list(room.producers.values()):
+                    if producer.kind == "video" and not producer.closed:
+                        try:
+                            await send_remb(producer.receiver, self.config.max_video_bitrate)
+                        except ConnectionError:
+                            pass
 
     def open_session(
         self,
@@ -124,6 +147,10 @@ class Worker:
         )
         room.add(session)
         session.start()
+        if self._bandwidth is None or self._bandwidth.done():
+            self._bandwidth = asyncio.get_running_loop().create_task(
+                self._cap_bandwidth(), name="worker-bandwidth"
+            )
         return session
 
     def room(self, consultation_id: str) -> MediaRoom | None:
@@ -143,6 +170,8 @@ class Worker:
             del self.rooms[consultation_id]
 
     async def close(self) -> None:
+        if self._bandwidth is not None:
+            self._bandwidth.cancel()
         for consultation_id, room in list(self.rooms.items()):
             for participant_id in list(room.sessions):
                 await self.close_session(consultation_id, participant_id)

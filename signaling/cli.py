@@ -137,7 +137,10 @@ def _server_config(args: argparse.Namespace) -> ServerConfig:
         ice_addresses=_ice_addresses(args.ice_address) or MediaConfig().ice_addresses,
         ice_servers=_ice_servers(args.ice_server, args.ice_username, args.ice_credential),
         video_codec=args.video_codec,
+        max_video_bitrate=args.max_video_kbps * 1000,
     )
+    if args.max_video_kbps < 100:
+        raise UsageError("--max-video-kbps must be at least 100")
     if bool(args.tls_cert) != bool(args.tls_key):
         raise UsageError("--tls-cert and --tls-key go together")
     public_url = _base_url_arg(args.public_url) if args.public_url else None
@@ -269,6 +272,13 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--ice-username", help="username for the turn: servers")
     s.add_argument("--ice-credential", help="credential for the turn: servers")
     s.add_argument("--video-codec", choices=["VP8", "H264"], default="VP8")
+    s.add_argument(
+        "--max-video-kbps",
+        type=int,
+        default=MediaConfig.max_video_bitrate // 1000,
+        metavar="KBPS",
+        help="the most each video publisher is asked to send (default: %(default)s)",
+    )
     s.add_argument("--public-url", metavar="URL", help="base URL put in invite links")
     s.add_argument("--tls-cert", type=Path, metavar="FILE")
     s.add_argument("--tls-key", type=Path, metavar="FILE")

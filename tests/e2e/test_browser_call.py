@@ -16,6 +16,7 @@ import json
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,6 +27,7 @@ from tests.e2e.helpers import (
     ARTIFACTS,
     CONSULTATION,
     MEDIA_TIMEOUT_S,
+    OUTBOUND_JS,
     STATS_JS,
     RunningServer,
     chromium,
@@ -34,6 +36,7 @@ from tests.e2e.helpers import (
     needs_loopback_namespace,
     pages_token,
     wait_for,
+    write_y4m,
 )
 
 EVIL_NAME = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2">'
@@ -287,3 +290,31 @@ async def test_observer_alone_first_then_receives(server: RunningServer) -> None
         assert outbound == 0
         ARTIFACTS.mkdir(exist_ok=True)
         await observer.screenshot(path=str(ARTIFACTS / "browser-call-observer.png"))
+
+
+@pytest.mark.browser
+async def test_publisher_is_not_starved_of_bandwidth(server: RunningServer, tmp_path: Path) -> None:
+    """The Worker asks publishers for up to 1.5 Mbps (REMB): a browser sending a camera
+    through it must climb to its full picture size, not sit at a fraction of it."""
+    consultation = "e2e-bandwidth"
+    clip = write_y4m(tmp_path / "camera.y4m", seconds=3.0)
+    urls = [server.invite(role, name, consultation) for role, name in
+            (("doctor", "Dr. Li"), ("patient", "Zhang Ayi"))]  # fmt: skip
+    async with chromium([f"--use-file-for-fake-video-capture={clip}"]) as ctx:
+        pages = []
+        for url in urls:
+            page = await ctx.new_page()
+            await page.goto(f"{url}?autojoin=1")
+            pages.append(page)
+        deadline = time.monotonic() + 45
+        best: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            out = await pages[0].evaluate(OUTBOUND_JS) or []
+            video = [o for o in out if o["kind"] == "video" and o["frameWidth"]]
+            if video:
+                best = max(video, key=lambda o: o["targetBitrate"] or 0)
+                if best["frameWidth"] >= 640 and (best["targetBitrate"] or 0) >= 800_000:
+                    break
+            await asyncio.sleep(1.0)
+        assert best.get("frameWidth", 0) >= 640, best
+        assert (best.get("targetBitrate") or 0) >= 800_000, best
