@@ -17,11 +17,12 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(VENV)/bin/teleconsult serve --host $(HOST) --port $(PORT)
 
-# Debian's Chromium: browser builds downloaded by playwright or puppeteer cannot be fetched here.
+# Debian's Chromium (browser builds downloaded by playwright or puppeteer cannot be fetched
+# here) and a CJK font, so zh-CN pages render in screenshots.
 chromium:
 	@command -v chromium >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
-	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium; fi; }
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium fonts-wqy-zenhei; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium fonts-wqy-zenhei; fi; }
 
 # Debian's redis-server: the RoomStore contract tests start their own on a free port.
 redis:
