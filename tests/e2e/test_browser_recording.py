@@ -612,10 +612,11 @@ async def test_record_button_sends_start_and_cancel(pages_client: Any) -> None:
         await _click_record(page, "Cancel recording")
         assert socket.sent("record")[-1] == {"type": "record", "action": "stop"}
         socket.send(type="recording", state="idle", recordingId="R1",
-                    waitingFor=[], excluded=[], reason="stopped by PDOC")  # fmt: skip
+                    waitingFor=[], excluded=[], reason="stopped", by="PDOC")  # fmt: skip
         await wait_for(page, "document.getElementById('record-btn').textContent === 'Record'", 5)
         assert not await page.locator("#rec-pending").is_visible()
         # A refusal arrives as an error naming the participant: the toast names them.
         socket.send(type="error", code="consent_refused",
-                    message="participant PPAT declined recording", ref="record")  # fmt: skip
+                    message="participant PPAT declined recording", ref="record",
+                    participantId="PPAT")  # fmt: skip
         await page.locator(".toast-error", has_text="Zhang Ayi declined").wait_for(timeout=5_000)
