@@ -504,7 +504,7 @@ async def fanout(
                 "others_cpu_pct_before": quiet,
                 "others_cpu_pct": window.others_cpu_pct,
                 "latency_samples_ms": [
-                    round(x * 1000, 2) for x in latencies[:: max(1, len(latencies) // 3000)]
+                    round(x * 1000, 2) for x in latencies[:: max(1, len(latencies) // 1000)]
                 ],
             }
             result["rows"].append(row)
