@@ -94,7 +94,10 @@ class Consumer:
         slot.clear()
         slot.consumer = self
         producer.consumers.add(self)
-        producer.request_keyframe()
+        # On a slot not yet accepted by the subscriber, a keyframe now would be dropped and
+        # only delay (by the PLI interval) the one asked for when the slot activates.
+        if slot.active:
+            producer.request_keyframe()
 
     def __repr__(self) -> str:
         return f"Consumer({self.producer.id} -> {self.subscriber_id}, mid={self.slot.mid})"

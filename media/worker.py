@@ -17,7 +17,7 @@ from media.config import MediaConfig
 from media.ice import restrict_host_addresses
 from media.producer import Producer, RoomSink
 from media.session import Kind, PeerSession, SessionSignal
-from media.tap import send_remb
+from media.tap import send_remb, use_fast_clock
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +105,7 @@ class Worker:
         self._events = events
         self._bandwidth: asyncio.Task[None] | None = None
         restrict_host_addresses(config.ice_addresses)
+        use_fast_clock()
 
     async def _cap_bandwidth(self) -> None:
         """Every second, ask each video publisher for at most the configured bitrate.

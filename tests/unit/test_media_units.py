@@ -76,3 +76,13 @@ def test_announced_address_rewrites_host_candidates_only() -> None:
     assert "203.0.113.7 5000 typ host" in lines[1]
     assert "10.0.0.6 5001 typ host" in lines[2]
     assert lines[3] == sdp.split("\r\n")[3]
+
+
+def test_fast_ntp_clock_matches_aiortcs() -> None:
+    import aiortc.clock
+
+    from media.tap import _fast_ntp_time
+
+    reference = aiortc.clock.datetime_to_ntp(aiortc.clock.current_datetime())
+    # Within a millisecond (NTP fraction units are 2**-32 s).
+    assert abs(_fast_ntp_time() - reference) < (1 << 32) // 1000
