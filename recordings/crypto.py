@@ -112,7 +112,7 @@ def load_or_create_master_key(data_dir: Path) -> bytes:
         return parse_master_key(from_env, f"${MASTER_KEY_ENV}")
     path = Path(data_dir) / MASTER_KEY_FILE
     if not path.exists():
-        _create_exclusive(path, (secrets.token_hex(KEY_BYTES) + "\n").encode("ascii"))
+        create_exclusive(path, (secrets.token_hex(KEY_BYTES) + "\n").encode("ascii"))
     st = path.stat()
     if not stat.S_ISREG(st.st_mode):
         raise WrongKeyError(path, "the master key is not a regular file")
@@ -130,7 +130,7 @@ def master_key_id(master_key: bytes) -> str:
     return hmac.new(master_key, b"teleconsult master key id v1", hashlib.sha256).hexdigest()[:16]
 
 
-def _create_exclusive(path: Path, content: bytes) -> None:
+def create_exclusive(path: Path, content: bytes) -> None:
     """Write ``content`` to a new 0600 file at ``path``; if another process won, keep theirs.
 
     Written under a temporary name and hard-linked into place, so a reader never sees a
@@ -204,7 +204,7 @@ class Keystore:
                     self._master.encrypt(nonce, data_key, _wrap_aad(consultation))
                 ).decode(),
             }
-            _create_exclusive(path, json.dumps(record).encode())
+            create_exclusive(path, json.dumps(record).encode())
         # Read back even when just created: another process may have won the race.
         return self.data_key(consultation)
 

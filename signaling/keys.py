@@ -7,6 +7,8 @@ import secrets
 import stat
 from pathlib import Path
 
+from recordings.crypto import create_exclusive
+
 SECRET_ENV = "TELECONSULT_SECRET"
 DATA_DIR_ENV = "TELECONSULT_DATA_DIR"
 SECRET_FILE = "secret.key"
@@ -69,20 +71,7 @@ def _create(data_dir: Path, path: Path) -> None:
         data_dir.mkdir(mode=0o700, parents=True)
         # mkdir's mode is filtered by the umask; say exactly what we mean.
         data_dir.chmod(0o700)
-    # Written under a temporary name, then hard-linked into place: a second server starting at
-    # the same moment either wins the link or reads the complete file, never a half-written or
-    # replaced one (os.replace would silently swap the secret under the first server).
-    tmp = data_dir / f".{SECRET_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, (secrets.token_hex(32) + "\n").encode("ascii"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        pass
-    finally:
-        tmp.unlink()
+    # Hard-linked into place: a second server starting at the same moment either wins the
+    # link or reads the complete file, never a half-written or replaced one (os.replace
+    # would silently swap the secret under the first server).
+    create_exclusive(path, (secrets.token_hex(32) + "\n").encode("ascii"))
