@@ -29,6 +29,24 @@ async def _consent(bot: Bot, granted: bool = True) -> None:
     await bot.send(p.Consent(type="consent", granted=granted))
 
 
+async def _record_two(
+    harness: Harness, consultation: str, doctor_token: str, **media: Clip
+) -> tuple[Bot, Bot]:
+    """A doctor and a consenting patient in a call that is being recorded."""
+    doctor = harness.bot(doctor_token, **media)
+    patient = harness.bot(harness.token(consultation, Role.patient), **media)
+    for bot in (doctor, patient):
+        await bot.connect()
+    assert await doctor.wait_for(
+        lambda: doctor.frames_from(patient.participant_id, "video") > 5, 10
+    )
+    await doctor.send(p.Record(type="record", action="start"))
+    assert await patient.wait_for(lambda: _asked(patient), 5)
+    await _consent(patient)
+    assert await doctor.wait_for(lambda: _states(doctor)[-1].state == "recording", 5)
+    return doctor, patient
+
+
 async def test_recording_waits_for_everyone_and_leaves_out_a_late_joiner(
     harness: Harness, consultation: str, video_clip: Clip, audio_clip: Clip
 ) -> None:
@@ -153,17 +171,8 @@ async def test_only_the_doctor_may_record_and_consent_needs_a_request(
 async def test_withdrawing_consent_stops_that_participants_tracks(
     harness: Harness, consultation: str, video_clip: Clip
 ) -> None:
-    doctor = harness.bot(harness.token(consultation, Role.doctor), video=video_clip)
-    patient = harness.bot(harness.token(consultation, Role.patient), video=video_clip)
-    for bot in (doctor, patient):
-        await bot.connect()
-    assert await doctor.wait_for(
-        lambda: doctor.frames_from(patient.participant_id, "video") > 5, 10
-    )
-    await doctor.send(p.Record(type="record", action="start"))
-    assert await patient.wait_for(lambda: _asked(patient), 5)
-    await _consent(patient)
-    assert await doctor.wait_for(lambda: _states(doctor)[-1].state == "recording", 5)
+    doctor_token = harness.token(consultation, Role.doctor)
+    doctor, patient = await _record_two(harness, consultation, doctor_token, video=video_clip)
     await asyncio.sleep(1.5)
     await _consent(patient, granted=False)
     assert await doctor.wait_for(
@@ -189,20 +198,11 @@ async def test_recordings_api_composes_and_streams_only_to_permitted_roles(
 
     import aiohttp
 
-    media = {"video": video_clip, "audio": audio_clip}
     doctor_token = harness.token(consultation, Role.doctor)
     patient_token = harness.token(consultation, Role.patient)
-    doctor = harness.bot(doctor_token, **media)
-    patient = harness.bot(patient_token, **media)
-    for bot in (doctor, patient):
-        await bot.connect()
-    assert await doctor.wait_for(
-        lambda: doctor.frames_from(patient.participant_id, "video") > 5, 10
+    doctor, _ = await _record_two(
+        harness, consultation, doctor_token, video=video_clip, audio=audio_clip
     )
-    await doctor.send(p.Record(type="record", action="start"))
-    assert await patient.wait_for(lambda: _asked(patient), 5)
-    await _consent(patient)
-    assert await doctor.wait_for(lambda: _states(doctor)[-1].state == "recording", 5)
     started = time.monotonic()
     await asyncio.sleep(4.0)
     await doctor.send(p.Record(type="record", action="stop"))
