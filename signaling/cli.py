@@ -175,7 +175,10 @@ def _print_banner(config: ServerConfig, base: str, data_dir_arg: Path | None) ->
         role=Role.doctor,
         ttl_s=DEFAULT_INVITE_TTL_S,
     )
-    command = ["teleconsult", "invite", "--consultation", consultation_id, "--role", "expert"]
+    # The way this server was started (e.g. .venv/bin/teleconsult from `make run`), so the
+    # printed command works as pasted even without an activated venv.
+    program = sys.argv[0] if Path(sys.argv[0]).name == "teleconsult" else "teleconsult"
+    command = [program, "invite", "--consultation", consultation_id, "--role", "expert"]
     command += ["--name", "NAME", "--base-url", base]
     if data_dir_arg is not None:
         command += ["--data-dir", str(data_dir_arg)]
