@@ -45,6 +45,7 @@ from bench.harness import (
     free_port,
     latency_summary,
     loopback_only,
+    terminate,
     wait_quiet,
 )
 from bench.procstat import (
@@ -195,15 +196,7 @@ admin: {{
         return thread_count(self.pid)
 
     async def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        deadline = time.monotonic() + 10
-        while self.proc.poll() is None and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
+        await terminate(self.proc)
 
 
 class JanusSession:
