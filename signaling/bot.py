@@ -174,7 +174,12 @@ class Bot:
                 if msg.type != aiohttp.WSMsgType.TEXT:
                     break
                 message = p.parse_server(msg.data)
-                await self._handle(message)
+                try:
+                    await self._handle(message)
+                except (aiohttp.ClientError, ConnectionError):
+                    # The server is closing this socket (e.g. an answer to an offer that a
+                    # bye follows): keep reading, the bye and the close are still to come.
+                    log.info("bot could not reply to %s: socket closing", message.type)
         finally:
             self.close_code = self._ws.close_code
             self._closed.set()

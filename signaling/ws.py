@@ -38,6 +38,7 @@ RATE_BURST = 100.0
 # Refusals in a row before the socket is cut: a client ignoring rate_limited is hostile.
 MAX_RATE_STRIKES = 1000
 OUTBOX_LIMIT = 256
+WRITER_FLUSH_S = 2.0
 
 CLOSE_TOKEN = 4001
 CLOSE_ADMISSION = 4003
@@ -96,17 +97,28 @@ class ClientConnection:
         )
 
     def end(self, reason: str) -> None:
-        """End this participant's session from anywhere (e.g. a failed media session)."""
-        if self._ending is None:
-            self._ending = reason
-            self.post(p.Bye(reason=reason))
-            self._outbox.put_nowait(None) if not self._outbox.full() else None
+        """End this participant's session from anywhere (e.g. a failed media session).
+
+        The writer sends what is queued, then ``bye``, then closes the socket; the reader
+        sees the close and the usual teardown runs.
+        """
+        if self._ending is not None:
+            return
+        self._ending = reason
+        try:
+            self._outbox.put_nowait(p.Bye(reason=reason))
+            self._outbox.put_nowait(None)
+        except asyncio.QueueFull:
+            # Not reading at all: no point queueing a goodbye.
             asyncio.get_running_loop().create_task(self.ws.close(code=CLOSE_POLICY))
 
     async def _write(self) -> None:
         while True:
             message = await self._outbox.get()
-            if message is None or self.ws.closed:
+            if self.ws.closed:
+                return
+            if message is None:
+                await self.ws.close(code=CLOSE_POLICY if self._ending else CLOSE_NORMAL)
                 return
             try:
                 await self.ws.send_str(p.dump(message))
@@ -129,9 +141,13 @@ class ClientConnection:
                 await self._serve()
         finally:
             await self._teardown()
-            writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await writer
+            # Let the writer flush (a bye, above all), bounded, then make sure it is closed.
+            with contextlib.suppress(asyncio.QueueFull):
+                self._outbox.put_nowait(None)
+            try:
+                await asyncio.wait_for(writer, WRITER_FLUSH_S)
+            except (TimeoutError, ConnectionError, RuntimeError):
+                writer.cancel()
             if not self.ws.closed:
                 await self.ws.close()
 
@@ -202,7 +218,7 @@ class ClientConnection:
         if replaced is not None:
             old = self.server.hub.get(grant.consultation_id, replaced.id)
             if old is not None:
-                old._store_left = True
+                # The store has dropped it already; its own teardown's leave() is a no-op.
                 old.end("replaced by a newer connection of the same participant")
         log.info(
             "participant %s joined consultation %s as %s",
@@ -349,8 +365,6 @@ class ClientConnection:
 
     # ------------------------------------------------------------ teardown
 
-    _store_left = False
-
     async def _teardown(self) -> None:
         if self._torn_down or self.grant is None or self.participant is None:
             return
@@ -359,8 +373,7 @@ class ClientConnection:
         if self.server.hub.get(consultation_id, participant_id) is self:
             self.server.hub.remove(consultation_id, participant_id)
         await self.server.worker.close_session(consultation_id, participant_id)
-        if not self._store_left:
-            await self.server.store.leave(consultation_id, participant_id)
+        await self.server.store.leave(consultation_id, participant_id)
         self.server.hub.broadcast(consultation_id, p.ParticipantLeft(participantId=participant_id))
         recording = self.server.recordings.get(consultation_id)
         if recording is not None:

@@ -264,3 +264,30 @@ async def test_everyone_leaving_at_once_cleans_up(
     worker = harness.server.worker
     assert await bots[0].wait_for(lambda: worker.rooms == {}, 10)
     assert _negotiation_tasks() == []
+
+
+async def test_same_identity_reconnecting_replaces_the_old_session(
+    harness: Harness, consultation: str, video_clip: Clip
+) -> None:
+    from signaling.tokens import mint
+
+    def token() -> str:
+        return mint(harness.config.secret, consultation_id=consultation, kind="joint",
+                    identity="nurse-7", name="N", role=Role.patient)  # fmt: skip
+
+    doctor = harness.bot(harness.token(consultation, Role.doctor), video=video_clip)
+    first = harness.bot(token(), video=video_clip)
+    await doctor.connect()
+    await first.connect()
+    second = harness.bot(token(), video=video_clip)
+    await second.connect()
+    assert await first.wait_for(lambda: first.bye is not None, 5)
+    assert "replaced" in first.bye.reason
+    server = harness.server
+    present = [x.id for x in await server.store.participants(consultation)]
+    assert present == [doctor.participant_id, second.participant_id]
+    assert await doctor.wait_for(
+        lambda: doctor.frames_from(second.participant_id, "video") > 10
+        and server.worker.stats()["sessions"] == 2,
+        10,
+    )
