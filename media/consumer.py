@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import time
 
 import av
 from aiortc import RTCRtpTransceiver
@@ -25,6 +26,8 @@ log = logging.getLogger(__name__)
 # How many frames may wait for one subscriber before we drop them and resync at the next
 # keyframe: ~1 s of video, ~1 s of audio. Only a stalled event loop fills these.
 QUEUE_FRAMES = {"video": 30, "audio": 50}
+# How long a Consumer waits for the keyframe it asked for before asking again.
+KEYFRAME_RETRY_S = 1.0
 
 
 class OutboundSlot(MediaStreamTrack):
@@ -91,6 +94,7 @@ class Consumer:
         self.frames_dropped = 0
         self.keyframe_requests_received = 0
         self.closed = False
+        self._asked_at = time.monotonic()
         slot.clear()
         slot.consumer = self
         producer.consumers.add(self)
@@ -108,6 +112,12 @@ class Consumer:
         if self.waiting_for_keyframe:
             if not keyframe:
                 self.frames_dropped += 1
+                # A browser sends a keyframe only when asked, so one lost or ignored request
+                # would leave this subscriber black for good: ask again while waiting.
+                now = time.monotonic()
+                if now - self._asked_at >= KEYFRAME_RETRY_S:
+                    self._asked_at = now
+                    self.producer.request_keyframe()
                 return
             self.waiting_for_keyframe = False
         if self.slot.offer(packet):
@@ -123,6 +133,7 @@ class Consumer:
             return
         self.slot.clear()
         self.waiting_for_keyframe = True
+        self._asked_at = time.monotonic()
         self.producer.request_keyframe()
 
     def close(self) -> None:

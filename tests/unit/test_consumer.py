@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
@@ -92,3 +93,20 @@ async def test_loss_upstream_resyncs_every_consumer() -> None:
     producer.on_frame(VP8, JitterFrame(clip.frames[0], 0), False)
     producer.on_frame(VP8, JitterFrame(clip.frames[2], 6000), True)  # frame 1 was lost
     assert consumer.waiting_for_keyframe and consumer.frames_sent == 1
+
+
+async def test_a_waiting_consumer_asks_again_if_no_keyframe_comes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import media.consumer
+
+    monkeypatch.setattr(media.consumer, "KEYFRAME_RETRY_S", 0.05)
+    clip = vp8_clip()
+    producer = _producer(interval=0.0)
+    Consumer(producer, _slot(), "P2")
+    asked = producer.keyframe_requests_sent
+    for i in range(1, 4):  # the answer to the first request never comes
+        await asyncio.sleep(0.06)
+        producer.on_frame(VP8, JitterFrame(clip.frames[i], i * 3000), False)
+    await asyncio.sleep(0)
+    assert producer.keyframe_requests_sent == asked + 3
