@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: run test lint unit integration e2e chromium redis clean
+.PHONY: run test lint unit integration e2e chromium servers clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -24,24 +24,25 @@ chromium:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium fonts-wqy-zenhei; \
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium fonts-wqy-zenhei; fi; }
 
-# Debian's redis-server: the RoomStore contract tests start their own on a free port.
-redis:
-	@command -v redis-server >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq redis-server; \
-	  else sudo apt-get update -qq && sudo apt-get install -y -qq redis-server; fi; }
+# Debian's redis-server and coturn: the tests start their own on free loopback ports (the
+# RoomStore contract suite; relay-only participants through a real TURN server).
+servers:
+	@{ command -v redis-server && command -v turnserver; } >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq redis-server coturn; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq redis-server coturn; fi; }
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 # The whole suite runs in a private network namespace that has only loopback, so no test
 # can send a packet anywhere else (see tests/isolated.sh).
-test: $(STAMP) chromium redis lint
+test: $(STAMP) chromium servers lint
 	tests/isolated.sh $(VENV)/bin/pytest -q $(PYTEST_ARGS)
 
-unit: $(STAMP) redis
+unit: $(STAMP) servers
 	$(VENV)/bin/pytest -q tests/unit
 
-integration: $(STAMP)
+integration: $(STAMP) servers
 	tests/isolated.sh $(VENV)/bin/pytest -q tests/integration
 
 e2e: $(STAMP) chromium

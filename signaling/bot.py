@@ -20,6 +20,7 @@ from aiortc import (
     RTCBundlePolicy,
     RTCConfiguration,
     RTCIceServer,
+    RTCIceTransportPolicy,
     RTCPeerConnection,
     RTCSessionDescription,
 )
@@ -62,7 +63,11 @@ class Bot:
         on_frame: Callable[[str, str | None, bytes, float], None] | None = None,
         on_sent: Callable[[bytes, float], None] | None = None,
         video_codec: VideoCodec = "VP8",
+        relay_only: bool = False,
     ) -> None:
+        # relay_only: gather TURN candidates only (iceTransportPolicy "relay"), as a client
+        # behind a firewall that lets nothing but its TURN server through.
+        self._relay_only = relay_only
         self._video_codec: VideoCodec = video_codec
         self.base_url = base_url.rstrip("/")
         self.token = token
@@ -194,6 +199,11 @@ class Bot:
                         for s in message.iceServers
                     ],
                     bundlePolicy=RTCBundlePolicy.MAX_BUNDLE,
+                    iceTransportPolicy=(
+                        RTCIceTransportPolicy.RELAY
+                        if self._relay_only
+                        else RTCIceTransportPolicy.ALL
+                    ),
                 )
             )
             self.pc.on("track", self._on_track)
