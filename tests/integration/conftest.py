@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -84,8 +85,9 @@ def config(tmp_path: Path) -> ServerConfig:
     )
 
 
-@pytest.fixture
-async def harness(config: ServerConfig) -> AsyncIterator[Harness]:
+@contextlib.asynccontextmanager
+async def running(config: ServerConfig) -> AsyncIterator[Harness]:
+    """The app on a free loopback port; every bot made through it is closed after."""
     server = TestServer(create_app(config), host="127.0.0.1")
     await server.start_server()
     harness = Harness(server, config)
@@ -95,6 +97,12 @@ async def harness(config: ServerConfig) -> AsyncIterator[Harness]:
         for bot in harness.bots:
             await bot.close()
         await server.close()
+
+
+@pytest.fixture
+async def harness(config: ServerConfig) -> AsyncIterator[Harness]:
+    async with running(config) as harness:
+        yield harness
 
 
 @pytest.fixture

@@ -7,18 +7,16 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from aiohttp.test_utils import TestServer
 
 from media.clips import Clip
 from media.config import IceServer, MediaConfig
 from rooms.roles import Role
-from signaling.app import create_app
 from signaling.config import ServerConfig
-from tests.integration.conftest import Harness
+from tests.integration.conftest import Harness, running
 
 USER, PASSWORD = "teleconsult", secrets.token_hex(8)
 
@@ -56,21 +54,14 @@ def turn(tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
-async def turn_harness(turn: str, tmp_path: Path) -> Iterator[Harness]:
+async def turn_harness(turn: str, tmp_path: Path) -> AsyncIterator[Harness]:
     config = ServerConfig(
         data_dir=tmp_path / "data",
         secret=secrets.token_bytes(32),
         media=MediaConfig(ice_servers=(IceServer((turn,), USER, PASSWORD),)),
     )
-    server = TestServer(create_app(config), host="127.0.0.1")
-    await server.start_server()
-    harness = Harness(server, config)
-    try:
+    async with running(config) as harness:
         yield harness
-    finally:
-        for bot in harness.bots:
-            await bot.close()
-        await server.close()
 
 
 async def test_relay_only_participants_talk_through_turn(
