@@ -1,12 +1,12 @@
 # Two commands on a fresh machine: `make run` and `make test`. Everything else they need
-# (the venv, Chromium for the browser tests) is installed by the targets below.
+# (the venv, Chromium and Firefox for the browser tests) is installed by the targets below.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: run test lint unit integration e2e chromium servers clean
+.PHONY: run test lint unit integration e2e chromium firefox servers clean fuzz
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -24,19 +24,29 @@ chromium:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium fonts-wqy-zenhei; \
 	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium fonts-wqy-zenhei; fi; }
 
-# Debian's redis-server and coturn: the tests start their own on free loopback ports (the
-# RoomStore contract suite; relay-only participants through a real TURN server).
+# Debian's Firefox ESR, driven over Marionette (marionette-driver, in the test extras): the
+# browser suite's core call runs in it beside Chromium.
+firefox:
+	@command -v firefox-esr >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq firefox-esr; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq firefox-esr; fi; }
+
+# Debian's redis-server, coturn and PostgreSQL: the tests start their own on free loopback
+# ports or a private socket (the RoomStore and records contract suites; relay-only
+# participants through a real TURN server).
+SERVER_PACKAGES := redis-server coturn postgresql
 servers:
-	@{ command -v redis-server && command -v turnserver; } >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq redis-server coturn; \
-	  else sudo apt-get update -qq && sudo apt-get install -y -qq redis-server coturn; fi; }
+	@{ command -v redis-server && command -v turnserver && \
+	   ls /usr/lib/postgresql/*/bin/initdb; } >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $(SERVER_PACKAGES); \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq $(SERVER_PACKAGES); fi; }
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 # The whole suite runs in a private network namespace that has only loopback, so no test
 # can send a packet anywhere else (see tests/isolated.sh).
-test: $(STAMP) chromium servers lint
+test: $(STAMP) chromium firefox servers lint
 	tests/isolated.sh $(VENV)/bin/pytest -q $(PYTEST_ARGS)
 
 unit: $(STAMP) servers
@@ -45,7 +55,7 @@ unit: $(STAMP) servers
 integration: $(STAMP) servers
 	tests/isolated.sh $(VENV)/bin/pytest -q tests/integration
 
-e2e: $(STAMP) chromium
+e2e: $(STAMP) chromium firefox
 	tests/isolated.sh $(VENV)/bin/pytest -q tests/e2e
 
 clean:
@@ -62,3 +72,9 @@ bench: $(STAMP)
 
 bench-smoke: $(STAMP)
 	tests/isolated.sh $(PY) -m bench --smoke
+
+# The protocol fuzzer at scale (tests/fuzz, docs/testing.md): >= 100,000 fuzzed messages
+# against a real server while two bots keep a call going; a few minutes, not part of
+# `make test` (which runs a few hundred examples). FUZZ_ARGS="--seed N" replays a run.
+fuzz: $(STAMP)
+	tests/isolated.sh $(PY) -m tests.fuzz $(FUZZ_ARGS)

@@ -143,6 +143,7 @@ class ServerProcess:
             identity="bench-" + secrets.token_hex(6),
             name=name,
             role=role,
+            waiting_room=False,
             ttl_s=3600,
         )
 

@@ -18,8 +18,9 @@ from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 import media.worker
+from media.client import Kind, SlotDescription
 from media.codecs import preferred_codecs
-from media.session import Kind, PeerSession, SlotDescription
+from media.session import PeerSession
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ class RelayProducer:
         self.kind = kind
         self.track = track
         self.closed = False
+        self.paused = False  # the Worker's stats count paused Producers; the baseline has none
         # MediaRelay reads its source only while someone listens; until the first subscriber
         # the decoded frames would pile up in the track's unbounded queue. A sink keeps the
         # relay reading (the decoder runs regardless: that is the point of this baseline).
@@ -60,6 +62,7 @@ class RelayConsumer:
         self.transceiver = transceiver
         self.proxy = proxy
         self.closed = False
+        self.paused = False
 
     def close(self) -> None:
         if not self.closed:
@@ -95,7 +98,7 @@ class RelayPeerSession(PeerSession):
         # is encoded for every subscriber, however late.
         proxy = _RELAY.subscribe(producer.track)
         transceiver = self._pc.addTransceiver(proxy, direction="sendonly")
-        transceiver.setCodecPreferences(preferred_codecs(producer.kind, self._config.video_codec))
+        transceiver.setCodecPreferences(preferred_codecs(producer.kind, self.room.video_codec))
         consumer = RelayConsumer(producer, transceiver, proxy)
         self.consumers[producer.id] = consumer  # type: ignore[assignment]
         self.request_negotiation()

@@ -84,22 +84,23 @@ def _pictures(width: int, height: int, count: int) -> list[np.ndarray]:
     return pictures
 
 
-def _encode_vp8(
-    pictures: list[np.ndarray], width: int, height: int, bitrate: int, gop: int
+def _encode(
+    codec_name: str,
+    options: dict[str, str],
+    pictures: list[np.ndarray],
+    width: int,
+    height: int,
+    bitrate: int,
+    gop: int,
 ) -> list[bytes]:
-    codec = av.CodecContext.create("libvpx", "w")
+    codec = av.CodecContext.create(codec_name, "w")
     codec.width, codec.height = width, height
     codec.pix_fmt = "yuv420p"
     codec.time_base = fractions.Fraction(1, VIDEO_FPS)
     codec.framerate = fractions.Fraction(VIDEO_FPS, 1)
     codec.bit_rate = bitrate
     codec.gop_size = gop
-    codec.options = {
-        "deadline": "realtime",
-        "cpu-used": "8",
-        "lag-in-frames": "0",
-        "auto-alt-ref": "0",
-    }
+    codec.options = options
     chroma = np.full((height // 2, width // 2), 128, dtype=np.uint8)
     out: list[bytes] = []
     for i, luma in enumerate(pictures):
@@ -115,6 +116,26 @@ def _encode_vp8(
     return out
 
 
+# Real-time settings: one frame in, one frame out, as a browser's encoder would.
+_VP8_OPTIONS = {
+    "deadline": "realtime",
+    "cpu-used": "8",
+    "lag-in-frames": "0",
+    "auto-alt-ref": "0",
+}
+
+
+def _h264_options(gop: int) -> dict[str, str]:
+    # Constrained baseline, one slice per frame, SPS/PPS before every IDR: what the
+    # Worker's H.264 m-lines (42e01f, packetization-mode 1) carry.
+    return {
+        "preset": "ultrafast",
+        "tune": "zerolatency",
+        "profile": "baseline",
+        "x264-params": f"repeat-headers=1:keyint={gop}:min-keyint={gop}:scenecut=0",
+    }
+
+
 def vp8_clip(
     width: int = 640,
     height: int = 480,
@@ -128,13 +149,35 @@ def vp8_clip(
 
     def make() -> Clip:
         pictures = _pictures(width, height, count)
-        frames = _encode_vp8(pictures, width, height, bitrate, gop)
+        frames = _encode("libvpx", _VP8_OPTIONS, pictures, width, height, bitrate, gop)
         if len(frames) != count:
             raise RuntimeError("the VP8 encoder dropped frames")
         keys = tuple(range(0, count, gop))
         return Clip("video", tuple(frames), keys, 90000 // VIDEO_FPS, width, height)
 
     return _cached(f"vp8-v2-{width}x{height}-{count}-{bitrate}-{gop}", make)
+
+
+def h264_clip(
+    width: int = 640,
+    height: int = 480,
+    seconds: float = 10.0,
+    bitrate: int = 600_000,
+    keyframe_every_s: float = 5.0,
+) -> Clip:
+    """The H.264 twin of ``vp8_clip``, for rooms that forward H.264."""
+    count = int(seconds * VIDEO_FPS)
+    gop = int(keyframe_every_s * VIDEO_FPS)
+
+    def make() -> Clip:
+        pictures = _pictures(width, height, count)
+        frames = _encode("libx264", _h264_options(gop), pictures, width, height, bitrate, gop)
+        if len(frames) != count:
+            raise RuntimeError("the H.264 encoder dropped frames")
+        keys = tuple(range(0, count, gop))
+        return Clip("video", tuple(frames), keys, 90000 // VIDEO_FPS, width, height)
+
+    return _cached(f"h264-v1-{width}x{height}-{count}-{bitrate}-{gop}", make)
 
 
 def opus_clip(seconds: float = 10.0) -> Clip:
@@ -181,6 +224,15 @@ class ClipTrack(MediaStreamTrack):
     def request_keyframe(self) -> None:
         self.keyframe_requests += 1
         self._want_keyframe = True
+
+    def successor(self) -> ClipTrack:
+        """A live track that goes on where this one is (aiortc stops a sender's track when
+        its connection closes; a bot moving to a new connection needs a new one)."""
+        track = ClipTrack(self.clip, self._on_sent)
+        track.frames_sent, track.keyframes_sent = self.frames_sent, self.keyframes_sent
+        track.keyframe_requests = self.keyframe_requests
+        track._index, track._start = self._index, self._start
+        return track
 
     async def recv(self) -> av.Packet:
         if self.readyState != "live":

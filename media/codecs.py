@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from fractions import Fraction
 
 from aiortc import RTCRtpReceiver
 from aiortc.rtcrtpparameters import RTCRtpCodecCapability
 
-from media.config import VideoCodec
+from media.config import VIDEO_CODECS, VideoCodec
 
 CLOCK_RATE = {"audio": 48000, "video": 90000}
 TIME_BASE = {kind: Fraction(1, rate) for kind, rate in CLOCK_RATE.items()}
@@ -56,8 +57,29 @@ def h264_starts_frame(payload: bytes) -> bool:
     return True
 
 
-def frame_start_check(codec: VideoCodec):
+def frame_start_check(codec: VideoCodec) -> Callable[[bytes], bool]:
     return vp8_starts_frame if codec == "VP8" else h264_starts_frame
+
+
+def mime_type(kind: str, video_codec: VideoCodec) -> str:
+    """The one codec a track of ``kind`` speaks in a room whose video codec is given."""
+    return "audio/opus" if kind == "audio" else f"video/{video_codec}"
+
+
+def video_codecs_named(names: Iterable[str]) -> frozenset[VideoCodec]:
+    """The codecs we forward among ``names`` as a client spells them ("vp8", "H264", ...)."""
+    known = {codec.lower(): codec for codec in VIDEO_CODECS}
+    return frozenset(known[n.lower()] for n in names if n.lower() in known)
+
+
+def choose_video_codec(
+    configured: VideoCodec, supported: frozenset[VideoCodec] | None
+) -> VideoCodec:
+    """A room's video codec: the configured one if its first participant can use it, else
+    one they can (in VIDEO_CODECS order). ``supported`` None means any (an old client)."""
+    if supported is None or configured in supported or not supported:
+        return configured
+    return next(c for c in VIDEO_CODECS if c in supported)
 
 
 def preferred_codecs(kind: str, video_codec: VideoCodec) -> list[RTCRtpCodecCapability]:

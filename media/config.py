@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 VideoCodec = Literal["VP8", "H264"]
+# Every video codec the Worker can forward, in the order it picks one for a room.
+VIDEO_CODECS: tuple[VideoCodec, ...] = ("VP8", "H264")
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,8 @@ class MediaConfig:
     ice_addresses: tuple[IceAddress, ...] = (IceAddress("127.0.0.1"),)
     # No public STUN server unless configured: aiortc would otherwise use Google's.
     ice_servers: tuple[IceServer, ...] = ()
-    # One codec on every leg, so a Consumer can forward a Producer's frames unchanged.
+    # One codec on every leg of a room, so a Consumer can forward a Producer's frames
+    # unchanged: this one, unless the room's first participant cannot use it.
     video_codec: VideoCodec = "VP8"
     # The most a video publisher is asked to send (REMB, refreshed every second): enough
     # for 720p of a wound or an X-ray held to the camera, little enough for a county link.
@@ -52,3 +55,19 @@ class MediaConfig:
     keyframe_interval_s: float = 0.3
     # How long a participant may take to answer an offer before it is dropped.
     answer_timeout_s: float = 15.0
+    # The UDP ports the Worker's ICE sockets take (low, high), for a firewall; None: any.
+    udp_ports: tuple[int, int] | None = None
+    # coturn's use-auth-secret: every peer gets TURN credentials of its own (media/turn.py).
+    turn_secret: bytes | None = field(default=None, repr=False)
+    # Long enough for a half-day clinic session (coturn refuses to refresh an allocation once
+    # its username's expiry has passed), short enough that a leaked one goes stale.
+    turn_credential_ttl_s: int = 12 * 3600
+    # Whether receive-only participants (observers) get a TURN credential too. Off: a
+    # Worker with a reachable address needs no relay to send to a peer behind NAT (the
+    # peer's own checks open the path), observers are the most numerous and least known
+    # participants (students, family), and each credential is a relay on the hospital's
+    # bandwidth for 12 h. On for sites whose networks block UDP outright.
+    turn_for_observers: bool = False
+    # How often the Worker samples each participant's call quality (media/quality.py): often
+    # enough to show a bad minute, seldom enough that an hour is a few hundred rows.
+    quality_interval_s: float = 5.0

@@ -39,6 +39,8 @@ class OutboundSlot(MediaStreamTrack):
         # False until the subscriber accepted this m-line and media can flow: frames
         # queued before then would arrive as a stale burst.
         self.active = False
+        # The subscriber rejected this m-line (it cannot take the codec): never used again.
+        self.rejected = False
         self._frames: collections.deque[av.Packet] = collections.deque()
         self._ready = asyncio.Event()
         self._limit = QUEUE_FRAMES[kind]
@@ -69,7 +71,8 @@ class OutboundSlot(MediaStreamTrack):
         return self._frames.popleft()
 
     def keyframe_requested(self) -> None:
-        if self.consumer is not None:
+        # A paused Consumer sends nothing: its subscriber's PLIs must not reach the publisher.
+        if self.consumer is not None and not self.consumer.paused:
             self.consumer.keyframe_requests_received += 1
             self.consumer.producer.request_keyframe()
 
@@ -92,8 +95,11 @@ class Consumer:
         self.waiting_for_keyframe = producer.kind == "video"
         self.frames_sent = 0
         self.frames_dropped = 0
+        self.frames_paused = 0
         self.keyframe_requests_received = 0
         self.closed = False
+        # Paused (mediasoup's Consumer.pause): this subscriber is sent nothing of it.
+        self.paused = False
         self._asked_at = time.monotonic()
         slot.clear()
         slot.consumer = self
@@ -108,6 +114,9 @@ class Consumer:
 
     def push(self, packet: av.Packet, keyframe: bool) -> None:
         if not self.slot.active:
+            return
+        if self.paused:
+            self.frames_paused += 1
             return
         if self.waiting_for_keyframe:
             if not keyframe:
@@ -125,6 +134,15 @@ class Consumer:
         else:
             self.frames_dropped += 1
             log.warning("%r fell behind; resyncing at the next keyframe", self)
+            self.resync()
+
+    def pause(self) -> None:
+        self.paused = True
+        self.slot.clear()
+
+    def resume(self) -> None:
+        if self.paused:
+            self.paused = False
             self.resync()
 
     def resync(self) -> None:

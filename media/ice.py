@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import ipaddress
+import random
 import re
+import types
+from typing import Any
 
 import aioice.ice
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceServer
 
 from media.config import IceAddress, IceServer, MediaConfig
+from media.turn import ice_servers_for
 
 
 def restrict_host_addresses(addresses: tuple[IceAddress, ...]) -> None:
@@ -37,7 +43,9 @@ def rtc_configuration(config: MediaConfig) -> RTCConfiguration:
     # max-bundle: under aiortc's default (balanced) policy, a transceiver added before the
     # first answer lands keeps a transport that bundling then closes, and never sends.
     return RTCConfiguration(
-        iceServers=[_rtc_ice_server(s) for s in config.ice_servers],
+        iceServers=[
+            _rtc_ice_server(s) for s in ice_servers_for(config, "worker", client=False)
+        ],
         bundlePolicy=RTCBundlePolicy.MAX_BUNDLE,
     )
 
@@ -65,3 +73,55 @@ def announce(sdp: str, addresses: tuple[IceAddress, ...]) -> str:
             line = "c=IN IP4 " + mapping[line[9:]]
         lines.append(line)
     return "\r\n".join(lines)
+
+
+class _PortRangeLoop:
+    """The running loop, but UDP sockets asked for on port 0 get a port from a range."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, ports: tuple[int, int]) -> None:
+        self._loop = loop
+        self._ports = ports
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._loop, name)
+
+    async def create_datagram_endpoint(
+        self, factory: Any, local_addr: tuple[str, int] | None = None, **kwargs: Any
+    ) -> Any:
+        if local_addr is None or local_addr[1] != 0:
+            return await self._loop.create_datagram_endpoint(
+                factory, local_addr=local_addr, **kwargs
+            )
+        low, high = self._ports
+        span = high - low + 1
+        # From a random place: sessions opened together do not all race for the same port.
+        start = random.randrange(span)
+        for i in range(span):
+            port = low + (start + i) % span
+            try:
+                return await self._loop.create_datagram_endpoint(
+                    factory, local_addr=(local_addr[0], port), **kwargs
+                )
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    raise
+        raise OSError(errno.EADDRINUSE, f"no free UDP port in {low}-{high}")
+
+
+def restrict_ports(ports: tuple[int, int] | None) -> None:
+    """The UDP ports the Worker's ICE sockets bind (for a firewall that opens a range).
+
+    aioice binds port 0 (any) with no setting for it; as for the host addresses, the one way
+    in is process-wide: its module sees a running loop whose datagram endpoints on port 0
+    come from the range. None restores the default.
+    """
+    if ports is None:
+        aioice.ice.asyncio = asyncio
+        return
+    low, high = ports
+    if not 1024 <= low <= high <= 65535:
+        raise ValueError("the UDP port range must be within 1024-65535, low to high")
+    shim = types.ModuleType("asyncio")
+    shim.__dict__.update(asyncio.__dict__)
+    shim.get_running_loop = lambda: _PortRangeLoop(asyncio.get_running_loop(), (low, high))  # type: ignore[attr-defined]
+    aioice.ice.asyncio = shim  # type: ignore[attr-defined]

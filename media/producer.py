@@ -21,10 +21,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# One clock for every Producer of the Worker process: a Producer's first frame is stamped
-# with the wall time since this epoch, so a reused outbound m-line sees timestamps carry on
-# when it switches from one Producer to another, and recorded tracks line up.
-_EPOCH = time.monotonic()
+# One clock for every Producer of every Worker: a Producer's first frame is stamped with the
+# wall time since this fixed epoch, then follows the publisher's RTP clock. A reused outbound
+# m-line sees timestamps carry on when it switches from one Producer to another, recorded
+# tracks line up, and so do tracks recorded by another Worker process (or machine, with
+# NTP) after a failover.
+_EPOCH = 1_700_000_000.0
 
 
 class RoomSink(Protocol):
@@ -50,6 +52,7 @@ class Producer:
         kind: str,
         receiver: RTCRtpReceiver,
         *,
+        mime_type: str,
         keyframe_interval_s: float,
     ) -> None:
         self.id = producer_id
@@ -59,8 +62,12 @@ class Producer:
         self.consumers: set[Consumer] = set()
         # The room's sinks (the same list object, so attaching one reaches every Producer).
         self.sinks: list[RoomSink] = []
-        self.mime_type: str | None = None
+        # The codec it speaks, e.g. "video/VP8": its room's, the only one its m-line offers.
+        self.mime_type = mime_type
         self.closed = False
+        # Paused (mediasoup's Producer.pause): nothing is forwarded or recorded, whatever
+        # the publisher sends. How the server mutes someone the client cannot unmute.
+        self.paused = False
         self._clock_rate = CLOCK_RATE[kind]
         self._time_base = TIME_BASE[kind]
         self._pts_offset: int | None = None
@@ -73,6 +80,7 @@ class Producer:
         self.bytes = 0
         self.discontinuities = 0
         self.keyframe_requests_sent = 0
+        self.frames_paused = 0
 
     def __repr__(self) -> str:
         return f"Producer({self.id}, {self.kind}, consumers={len(self.consumers)})"
@@ -81,9 +89,11 @@ class Producer:
         """Called by the tap, on the event loop, once per reassembled encoded frame."""
         if self.closed:
             return
+        if self.paused:
+            self.frames_paused += 1
+            return
         if self._pts_offset is None:
-            self.mime_type = codec.mimeType
-            now = round((time.monotonic() - _EPOCH) * self._clock_rate)
+            now = round((time.time() - _EPOCH) * self._clock_rate)
             self._pts_offset = now - frame.timestamp
         data = frame.data
         keyframe = is_keyframe(codec.mimeType, data)
@@ -103,6 +113,18 @@ class Producer:
             consumer.push(packet, keyframe)
         for sink in self.sinks:
             sink.frame(self, data, packet.pts, self._time_base, keyframe)
+
+    def pause(self) -> None:
+        self.paused = True
+
+    def resume(self) -> None:
+        """Forward again; video Consumers wait for a keyframe, which is asked for at once."""
+        if not self.paused:
+            return
+        self.paused = False
+        if self.kind == "video":
+            for consumer in tuple(self.consumers):
+                consumer.resync()
 
     def request_keyframe(self) -> None:
         """Ask the publisher for a keyframe (PLI), at most once per interval.

@@ -11,44 +11,35 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING
 
 from aiortc import RTCPeerConnection, RTCRtpTransceiver, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 from aiortc.sdp import candidate_from_sdp
 
-from media.codecs import frame_start_check, preferred_codecs
+from media.answer import AnswerError, check_answer
+from media.client import Kind, SlotDescription
+from media.codecs import frame_start_check, mime_type, preferred_codecs
 from media.config import MediaConfig
 from media.consumer import Consumer, OutboundSlot
-from media.errors import MediaError
+from media.errors import MediaError, loggable
 from media.ice import announce, rtc_configuration
 from media.producer import Producer
-from media.tap import install_receiver_tap, on_keyframe_request, take_over_bandwidth
+from media.tap import (
+    drop_unrequested_media,
+    install_receiver_tap,
+    on_keyframe_request,
+    take_over_bandwidth,
+    tolerate_close_while_connecting,
+)
 
 if TYPE_CHECKING:
     from media.worker import MediaRoom
 
 log = logging.getLogger(__name__)
 
-Kind = Literal["audio", "video"]
-
-
-@dataclass(frozen=True)
-class SlotDescription:
-    """What one m-line of an offer carries, for the client to label what it receives."""
-
-    mid: str
-    kind: Kind
-    role: Literal["publish", "consume", "idle"]
-    participant_id: str | None = None
-    producer_id: str | None = None
-
-
-class SessionSignal(Protocol):
-    """What a PeerSession needs from signaling: a way to reach its participant."""
-
-    async def send_offer(self, sdp: str, slots: list[SlotDescription]) -> None: ...
+# Remote ICE candidates one session takes: a browser sends a few per interface and protocol.
+MAX_REMOTE_CANDIDATES = 64
 
 
 class PeerSession:
@@ -59,26 +50,37 @@ class PeerSession:
         *,
         publish: tuple[Kind, ...],
         subscribe: bool,
-        signal: SessionSignal,
         config: MediaConfig,
+        video: bool = True,
     ) -> None:
+        """``video``: whether the participant can use the room's video codec at all."""
         self.room = room
         self.participant_id = participant_id
-        self.publish = publish
+        self.publish = publish if video else tuple(k for k in publish if k != "video")
         self.subscribe = subscribe
         self.producers: dict[str, Producer] = {}
         self.consumers: dict[str, Consumer] = {}  # by producer id
         self.closed = False
+        self._failed = False
         self.negotiations = 0
-        self._signal = signal
+        # RTP packets that arrived on an m-line we never asked to receive, dropped unread.
+        self.unrequested_rtp_packets = 0
+        self.remote_candidates = 0
         self._config = config
         self._pc = RTCPeerConnection(rtc_configuration(config))
+        tolerate_close_while_connecting(self._pc)
         self._publish_transceivers: dict[RTCRtpTransceiver, Kind] = {}
         self._slots: list[OutboundSlot] = []
         self._dirty = asyncio.Event()
         self._answer: asyncio.Future[None] | None = None
         self._negotiator: asyncio.Task[None] | None = None
         self._producer_seq = 0
+        # Kinds the participant cannot send, or receive: the room's codec is not theirs, or
+        # their answer rejected such an m-line. Nothing of that kind is offered to them again.
+        self._cannot_send: set[Kind] = set() if video else {"video"}
+        self._cannot_receive: set[Kind] = set() if video else {"video"}
+        self._rejected: set[RTCRtpTransceiver] = set()
+        self._told_video_unavailable = False
 
         self._pc.on("track", self._on_track)
         self._pc.on("connectionstatechange", self._on_connection_state)
@@ -90,12 +92,22 @@ class PeerSession:
     def connection_state(self) -> str:
         return self._pc.connectionState
 
+    @property
+    def transceivers(self) -> list[RTCRtpTransceiver]:
+        """Every m-line of the connection, for the Worker's meters (media/meter.py)."""
+        return self._pc.getTransceivers()
+
     # ------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
+        if "video" in self._cannot_send:
+            self._tell_video_unavailable(
+                f"this consultation's video codec is {self.room.video_codec}, which this "
+                "client cannot use: joined with audio only"
+            )
         for kind in self.publish:
             transceiver = self._pc.addTransceiver(kind, direction="recvonly")
-            transceiver.setCodecPreferences(preferred_codecs(kind, self._config.video_codec))
+            transceiver.setCodecPreferences(preferred_codecs(kind, self.room.video_codec))
             self._publish_transceivers[transceiver] = kind
         self._negotiator = asyncio.create_task(
             self._negotiate_forever(), name=f"negotiate-{self.participant_id}"
@@ -129,8 +141,16 @@ class PeerSession:
         transceiver = next(
             (t for t in self._pc.getTransceivers() if t.receiver.track is track), None
         )
-        if transceiver is None or transceiver not in self._publish_transceivers:
-            log.warning("%r: unexpected incoming %s track ignored", self, track.kind)
+        if (
+            transceiver is None
+            or transceiver not in self._publish_transceivers
+            or transceiver in self._rejected
+        ):
+            # Answers are checked against our offer, so this should never happen; if one
+            # gets through, nothing it sends may reach a decoder or a buffer.
+            log.warning("%r: unexpected incoming %s track; dropping its media", self, track.kind)
+            if transceiver is not None:
+                drop_unrequested_media(transceiver.receiver, self._count_unrequested)
             return
         kind = self._publish_transceivers[transceiver]
         self._producer_seq += 1
@@ -139,12 +159,13 @@ class PeerSession:
             self.participant_id,
             kind,
             transceiver.receiver,
+            mime_type=mime_type(kind, self.room.video_codec),
             keyframe_interval_s=self._config.keyframe_interval_s,
         )
         install_receiver_tap(
             transceiver.receiver,
             producer.on_frame,
-            starts_frame=frame_start_check(self._config.video_codec),
+            starts_frame=frame_start_check(self.room.video_codec),
         )
         if kind == "video":
             take_over_bandwidth(transceiver.receiver)
@@ -152,20 +173,29 @@ class PeerSession:
         log.info("%r: Producer %s opened", self, producer.id)
         self.room.producer_opened(producer)
 
+    def _count_unrequested(self) -> None:
+        self.unrequested_rtp_packets += 1
+
     # ------------------------------------------------------------ consuming
 
-    def consume(self, producer: Producer) -> Consumer:
+    def consume(self, producer: Producer) -> Consumer | None:
+        """Send ``producer`` to this participant; None if they cannot take its kind."""
         if producer.id in self.consumers:
             return self.consumers[producer.id]
+        if producer.kind in self._cannot_receive:
+            return None
         slot = next(
-            (s for s in self._slots if s.kind == producer.kind and s.consumer is None), None
+            (
+                s
+                for s in self._slots
+                if s.kind == producer.kind and s.consumer is None and not s.rejected
+            ),
+            None,
         )
         if slot is None:
             slot = OutboundSlot(producer.kind)
             transceiver = self._pc.addTransceiver(slot, direction="sendonly")
-            transceiver.setCodecPreferences(
-                preferred_codecs(producer.kind, self._config.video_codec)
-            )
+            transceiver.setCodecPreferences(preferred_codecs(producer.kind, self.room.video_codec))
             on_keyframe_request(transceiver.sender, slot.keyframe_requested)
             slot.transceiver = transceiver
             self._slots.append(slot)
@@ -193,7 +223,7 @@ class PeerSession:
         if self._pc.connectionState != "connected":
             return
         for slot in self._slots:
-            if slot.consumer is None or slot.active or slot.transceiver is None:
+            if slot.consumer is None or slot.active or slot.transceiver is None or slot.rejected:
                 continue
             if slot.transceiver.currentDirection in ("sendonly", "sendrecv"):
                 slot.active = True
@@ -214,11 +244,13 @@ class PeerSession:
             except asyncio.CancelledError:
                 raise
             except TimeoutError:
-                self.room.session_failed(self, "no answer to the offer in time")
+                self._fail("no answer to the offer in time")
                 return
             except Exception:
+                if self._failed:
+                    return  # the connection died under the offer: reported already
                 log.exception("%r: negotiation failed", self)
-                self.room.session_failed(self, "negotiation failed")
+                self._fail("negotiation failed")
                 return
 
     async def _negotiate_once(self) -> None:
@@ -231,7 +263,8 @@ class PeerSession:
         sdp = announce(self._pc.localDescription.sdp, self._config.ice_addresses)
         self._answer = asyncio.get_running_loop().create_future()
         self.negotiations += 1
-        await self._signal.send_offer(sdp, self.describe_slots())
+        # The offer leaves as an event; the answer comes back through accept_answer().
+        self.room.send_offer(self, sdp, self.describe_slots())
         async with asyncio.timeout(self._config.answer_timeout_s):
             await self._answer
         self._activate_slots()
@@ -263,20 +296,76 @@ class PeerSession:
         if not self.awaiting_answer:
             raise MediaError("unexpected", "no offer is waiting for an answer")
         try:
+            # aiortc would apply any direction the answer states, receiving (and decoding)
+            # where we never asked to: check it against our offer first.
+            sdp, rejected = check_answer(self._pc.localDescription.sdp, sdp)
             await self._pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
         except Exception as exc:
-            # aiortc parses and validates before it applies anything, so the offer is
-            # still outstanding and a corrected answer can follow.
+            # Both check before anything is applied, so the offer is still outstanding and
+            # a corrected answer can follow. Logged (never the SDP: it holds addresses) so a
+            # later "no answer" has its cause next to it.
+            reason = str(exc) if isinstance(exc, AnswerError) else f"{type(exc).__name__}: {exc}"
+            log.info("%r: answer refused: %s", self, loggable(reason))
             raise MediaError("bad_sdp", f"the answer was rejected: {exc}") from None
+        self._reject(rejected)
         assert self._answer is not None
         if not self._answer.done():
             self._answer.set_result(None)
+
+    def _reject(self, mids: tuple[str, ...]) -> None:
+        """The participant rejected these m-lines (port 0): they stay inactive for good.
+
+        Every m-line of a kind offers the same one codec, so a participant that rejects one
+        cannot take that kind in that direction at all: no Producer opens on a rejected
+        publish m-line, and no Consumer of that kind is made for them again.
+        """
+        for mid in mids:
+            transceiver = next(t for t in self._pc.getTransceivers() if t.mid == mid)
+            if transceiver in self._rejected:
+                continue
+            self._rejected.add(transceiver)
+            transceiver.direction = "inactive"
+            kind: Kind = "video" if transceiver.kind == "video" else "audio"
+            publish = transceiver in self._publish_transceivers
+            log.info(
+                "%r: %s %s m-line %s rejected", self, kind, "publish" if publish else "consume", mid
+            )
+            if publish:
+                self._cannot_send.add(kind)
+            else:
+                self._cannot_receive.add(kind)
+                slot = next(s for s in self._slots if s.transceiver is transceiver)
+                slot.rejected = True
+                slot.active = False
+                if slot.consumer is not None:
+                    self.consumers.pop(slot.consumer.producer.id, None)
+                    slot.consumer.close()
+            if kind == "video":
+                direction = "send" if publish else "receive"
+                self._tell_video_unavailable(
+                    f"the answer rejected a video m-line: this client cannot {direction} "
+                    f"{self.room.video_codec} video; going on without it"
+                )
+        # Consumers of a kind they cannot receive go too; their slots idle for good.
+        for producer_id, consumer in list(self.consumers.items()):
+            if consumer.producer.kind in self._cannot_receive:
+                self.stop_consuming(producer_id)
+
+    def _tell_video_unavailable(self, reason: str) -> None:
+        if not self._told_video_unavailable:
+            self._told_video_unavailable = True
+            self.room.notice(self, "video_unavailable", reason)
 
     async def add_candidate(
         self, candidate: str | None, sdp_mid: str | None, sdp_mline_index: int | None
     ) -> None:
         if candidate is None or candidate == "":
             return  # end of candidates: aiortc needs nothing
+        # aioice keeps every remote candidate, re-sorts its check list on each, and sends
+        # checks to whatever address a client names: a browser gathers a handful.
+        if self.remote_candidates >= MAX_REMOTE_CANDIDATES:
+            raise MediaError("bad_candidate", f"more than {MAX_REMOTE_CANDIDATES} candidates")
+        self.remote_candidates += 1
         try:
             text = candidate.removeprefix("candidate:")
             parsed = candidate_from_sdp(text)
@@ -295,5 +384,15 @@ class PeerSession:
         log.info("%r: connection %s", self, state)
         if state == "connected":
             self._activate_slots()
-        elif state == "failed" and not self.closed:
-            self.room.session_failed(self, "media connection failed")
+        elif state in ("failed", "closed"):
+            # Both are terminal. "closed" without our close() is the peer's DTLS goodbye or,
+            # when its UDP is blocked, aioice giving up on consent (RFC 7675, ~30 s): the
+            # media will not come back on this connection, whatever the WebSocket says.
+            self._fail(f"media connection {state}")
+
+    def _fail(self, reason: str) -> None:
+        """Report this session as dead, once; signaling ends the participant's session."""
+        if self.closed or self._failed:
+            return
+        self._failed = True
+        self.room.session_failed(self, reason)

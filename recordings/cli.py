@@ -1,6 +1,6 @@
 """``recordings`` subcommands, ready to hang under ``teleconsult recordings``.
 
-signaling/cli.py only needs::
+signaling/cli/main.py only needs::
 
     from recordings import cli as recordings_cli
     recordings_cli.add_parser(subparsers)          # adds "recordings" with its subcommands
@@ -39,7 +39,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     ls.add_argument("consultation", nargs="?")
     v = sub.add_parser("verify", help="check every file's hash and chunks; exit 1 on damage")
     v.add_argument("consultation", nargs="?")
-    pu = sub.add_parser("purge", help="crypto-shred consultations idle longer than DAYS")
+    pu = sub.add_parser(
+        "purge",
+        help="crypto-shred consultations idle longer than DAYS: recordings, attachments and "
+        "clinical records",
+    )
     pu.add_argument("--older-than", type=float, required=True, metavar="DAYS")
     h = sub.add_parser("hold", help="put a consultation under legal hold (never purged)")
     h.add_argument("consultation")
@@ -114,7 +118,11 @@ def _run(args: argparse.Namespace, store: RecordingStore, out: TextIO) -> int:
             print(json.dumps(result.__dict__, indent=1), file=out)
         else:
             for c in result.purged:
-                print(f"purged {c} (data key destroyed, files deleted)", file=out)
+                print(
+                    f"purged {c} (data key destroyed: its recordings, attachments and clinical "
+                    "records are unreadable; files deleted)",
+                    file=out,
+                )
             for c in result.held:
                 print(f"kept {c}: under legal hold", file=out)
             print(f"{len(result.purged)} purged, {len(result.held)} held", file=out)

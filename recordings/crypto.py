@@ -107,12 +107,23 @@ def load_or_create_master_key(data_dir: Path) -> bytes:
     The file is created (0600, 32 random bytes as hex) on first use. A key file readable by
     group or others is refused: whoever reads it can unwrap every consultation's data key.
     """
+    path = Path(data_dir) / MASTER_KEY_FILE
+    if MASTER_KEY_ENV not in os.environ and not path.exists():
+        create_exclusive(path, (secrets.token_hex(KEY_BYTES) + "\n").encode("ascii"))
+    return load_master_key(data_dir)
+
+
+def load_master_key(data_dir: Path) -> bytes:
+    """The master key as ``load_or_create_master_key`` finds it, never creating one.
+
+    For checking tools: a key made up on the spot would only make every check fail.
+    """
     from_env = os.environ.get(MASTER_KEY_ENV)
     if from_env is not None:
         return parse_master_key(from_env, f"${MASTER_KEY_ENV}")
     path = Path(data_dir) / MASTER_KEY_FILE
     if not path.exists():
-        create_exclusive(path, (secrets.token_hex(KEY_BYTES) + "\n").encode("ascii"))
+        raise WrongKeyError(path, f"no master key here, and ${MASTER_KEY_ENV} is not set")
     st = path.stat()
     if not stat.S_ISREG(st.st_mode):
         raise WrongKeyError(path, "the master key is not a regular file")
@@ -136,7 +147,7 @@ def create_exclusive(path: Path, content: bytes) -> None:
     Written under a temporary name and hard-linked into place, so a reader never sees a
     half-written key and two processes starting at once end up with the same key.
     """
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    make_private_dir(path.parent)
     tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
@@ -151,6 +162,29 @@ def create_exclusive(path: Path, content: bytes) -> None:
         pass
     finally:
         tmp.unlink()
+
+
+def make_private_dir(path: Path) -> Path:
+    """``path`` and any missing parent, each created 0700 (existing ones are left alone).
+
+    Not ``mkdir(parents=True)``: that creates the parents with the default mode (0755 under
+    the usual umask), which left ``recordings/`` readable by everyone when ``keys/`` was
+    made first. chmod after mkdir because mkdir's mode is filtered by the umask.
+    """
+    missing: list[Path] = []
+    for d in (path, *path.parents):
+        if d.is_dir():
+            break
+        missing.append(d)
+    for d in reversed(missing):
+        try:
+            d.mkdir(mode=0o700)
+        except FileExistsError:
+            if not d.is_dir():
+                raise
+            continue  # another process made it first; its maker chose its mode
+        d.chmod(0o700)
+    return path
 
 
 # --- data keys ----------------------------------------------------------------------------
@@ -740,6 +774,7 @@ __all__ = [
     "check_file",
     "decrypt_to_bytes",
     "iter_plaintext",
+    "load_master_key",
     "load_or_create_master_key",
     "master_key_id",
     "open_decrypted",

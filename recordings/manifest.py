@@ -6,8 +6,8 @@ AES-256-GCM format as the media (``manifest.json.enc``). That gives, with one me
     without the key — verify() trusts those hashes only because of that;
   - confidentiality: participant ids, roles and consent times are medical-record metadata;
   - shredding: destroying the data key makes the manifest unreadable with the media.
-It is rewritten whole (new file, then rename) at every change, so after a crash the last
-complete version remains.
+It is rewritten whole (new file, then rename) when it changes, at most about once a second
+(the Recorder coalesces saves), so after a crash the last complete version remains.
 """
 
 from __future__ import annotations
@@ -54,7 +54,9 @@ class TrackEntry:
     dropped: int = 0
     # recording | complete | truncated (stopped without its final chunk) | empty
     state: str = "recording"
-    stop_reason: str | None = None  # removed | consent_withdrawn | stopped | disk_full | error
+    # stopped | everyone_left | removed | consent_withdrawn | mux_error (a frame the muxer
+    # refused: this track only) | shutdown | disk_full | error
+    stop_reason: str | None = None
     started_at: float | None = None
     stopped_at: float | None = None
     sha256: str | None = None  # of the encrypted file, once it is closed
@@ -104,6 +106,7 @@ class Manifest:
     consent: list[ConsentEvent] = field(default_factory=list)
     tracks: list[TrackEntry] = field(default_factory=list)
     excluded: list[Exclusion] = field(default_factory=list)
+    # {"at", "type": gap | track_error | disk_full | error, ...}: see docs/recordings.md
     events: list[dict[str, Any]] = field(default_factory=list)
     composed: ComposedEntry | None = None
 

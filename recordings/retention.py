@@ -3,6 +3,13 @@
 Purging a consultation destroys its data key *first*: from that instant every file of it,
 including copies in backups of the recordings directory, is unreadable, even if deleting
 the files is then interrupted. A consultation under legal hold is never purged.
+
+The same data key seals the consultation's clinical records (the patient's name, the
+request's reason, invitees' names and links, attachments and their names, expert opinions:
+signaling/console/cipher.py), so a purge shreds those too: their rows keep only ids, kinds,
+states and times, and show as "shredded". Attachments live under the consultation's
+directory here and are deleted with it. A consultation without recordings is as old as its
+data key, made when its record was.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from recordings.crypto import iter_plaintext
+from recordings.crypto import iter_plaintext, make_private_dir
 from recordings.errors import (
     KeyDestroyedError,
     LegalHoldError,
@@ -87,7 +94,7 @@ class Retention:
 
     def hold(self, consultation: str, reason: str = "") -> None:
         """Keep a consultation from purging until released (litigation, complaint, audit)."""
-        self.store.holds_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        make_private_dir(self.store.holds_dir)
         record = {"consultation": consultation, "since": self._clock(), "reason": reason}
         self._hold_path(consultation).write_text(json.dumps(record))
 
@@ -146,7 +153,8 @@ class Retention:
         return report
 
     def purge_consultation(self, consultation: str) -> None:
-        """Destroy the data key, then the files. Raises LegalHoldError if held."""
+        """Destroy the data key (recordings, attachments and clinical records become
+        unreadable at once), then the files. Raises LegalHoldError if held."""
         if self.is_held(consultation):
             raise LegalHoldError(
                 self._hold_path(consultation), f"consultation {consultation} is under legal hold"

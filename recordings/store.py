@@ -9,7 +9,7 @@
         composed.mp4.enc                                   the grid video, after the call
 
 File names carry no participant id or name: what a file holds is only in the encrypted
-manifest.
+manifest. Every directory here is created 0700 (``make_private_dir``), whoever creates it.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import secrets
 import time
 from pathlib import Path
 
-from recordings.crypto import Keystore, load_or_create_master_key
+from recordings.crypto import Keystore, load_or_create_master_key, make_private_dir
 from rooms.consultation import validate_consultation_id
 
 MANIFEST_NAME = "manifest.json.enc"
@@ -65,9 +65,9 @@ class RecordingStore:
 
     def create_recording_dir(self, consultation: str, recording: str) -> Path:
         path = self.recording_dir(consultation, recording)
-        for parent in (self.root, self.consultations_dir, path.parent):
-            parent.mkdir(mode=0o700, exist_ok=True)
-        path.mkdir(mode=0o700)
+        make_private_dir(path.parent)
+        path.mkdir(mode=0o700)  # a fresh id: an existing directory is an error
+        path.chmod(0o700)
         return path
 
     def consultations(self) -> list[str]:

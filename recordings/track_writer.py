@@ -13,6 +13,7 @@ most about two seconds of a track.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -20,6 +21,8 @@ from typing import Any
 import av
 
 from recordings.crypto import EncryptedWriter
+
+log = logging.getLogger(__name__)
 
 # codec -> (container format, file extension, PyAV codec name)
 CONTAINERS: dict[str, tuple[str, str, str]] = {
@@ -29,6 +32,9 @@ CONTAINERS: dict[str, tuple[str, str, str]] = {
 }
 # Matroska's timestamps are milliseconds; stating it keeps PyAV from guessing.
 _MKV_TIME_BASE = Fraction(1, 1000)
+# A keyframe claiming a picture larger than 8K on a side (or 0 wide) comes from a broken or
+# hostile sender: the muxer would refuse it, so such a frame cannot start a file.
+MAX_DIMENSION = 8192
 
 
 def normalize_codec(codec: str) -> str:
@@ -180,8 +186,9 @@ class TrackWriter:
     """One track -> one container, muxed into ``out`` (which it closes).
 
     A video track is only opened by its first keyframe (its size comes from that frame's
-    header, and a file starting with a delta frame would not decode); frames before it are
-    dropped and counted. Returns of ``write``: True if the frame was written.
+    header, and a file starting with a delta frame would not decode); frames before it, and
+    keyframes whose header gives no usable size (0x0, over ``MAX_DIMENSION``), are dropped
+    and counted. Returns of ``write``: True if the frame was written.
     """
 
     def __init__(
@@ -222,7 +229,7 @@ class TrackWriter:
                 if sps:
                     params["profile_idc"] = sps.profile_idc
                     params["level_idc"] = sps.level_idc
-            if size is None:
+            if size is None or not all(0 < side <= MAX_DIMENSION for side in size):
                 return False
             params["width"], params["height"] = size
         else:
@@ -250,7 +257,11 @@ class TrackWriter:
         return True
 
     def write(self, data: bytes, pts: int, time_base: Fraction, keyframe: bool) -> bool:
-        """Mux one encoded frame. Raises OSError if the disk write fails (disk full)."""
+        """Mux one encoded frame.
+
+        Raises OSError if the disk write fails (disk full; ``out.failed`` then holds it), and
+        the muxer's own error (e.g. ``av.FFmpegError``) for a frame it cannot take.
+        """
         if self.closed:
             return False
         st = self.stats
@@ -316,3 +327,9 @@ class TrackWriter:
             return
         self.closed = True
         self.out.abort()
+        if self._container is not None:
+            # Its output is closed now, so PyAV frees it without writing a trailer.
+            try:
+                self._container.close()
+            except Exception:
+                log.debug("closing an aborted container failed", exc_info=True)

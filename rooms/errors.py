@@ -28,3 +28,7 @@ class InvalidConsultationId(RoomError, ValueError):
 class UnknownParticipant(RoomError, LookupError):
     # Usually a race (the participant left a moment ago), not a client bug worth more than this.
     code = "unexpected"
+
+
+class WaitingRoomFull(RoomError):
+    code = "waiting_room_full"

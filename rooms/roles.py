@@ -12,6 +12,8 @@ class Role(StrEnum):
     doctor = "doctor"
     expert = "expert"
     patient = "patient"
+    # Runs the waiting room and assists the doctor: sends and receives, admits people.
+    nurse = "nurse"
     # Receives only: students, family, a second nurse on a ward round.
     observer = "observer"
 
@@ -27,6 +29,10 @@ class Permission(StrEnum):
     # today keep working when it lands).
     admit = "admit"
     view_recordings = "view_recordings"
+    # Showing everyone in the call a photo or a DICOM image (uploaded over HTTP). Patients
+    # have it: the photo of their own wound or rash is the commonest image in a
+    # teleconsultation, and they are let in by the host, who can remove them.
+    share_images = "share_images"
 
 
 # Read-only so no caller can widen a role at run time.
@@ -34,9 +40,19 @@ PERMISSIONS: Mapping[Role, frozenset[Permission]] = MappingProxyType(
     {
         Role.doctor: frozenset(Permission),
         Role.expert: frozenset(
-            {Permission.publish, Permission.subscribe, Permission.view_recordings}
+            {
+                Permission.publish,
+                Permission.subscribe,
+                Permission.view_recordings,
+                Permission.share_images,
+            }
         ),
-        Role.patient: frozenset({Permission.publish, Permission.subscribe}),
+        Role.patient: frozenset(
+            {Permission.publish, Permission.subscribe, Permission.share_images}
+        ),
+        Role.nurse: frozenset(
+            {Permission.publish, Permission.subscribe, Permission.admit, Permission.share_images}
+        ),
         Role.observer: frozenset({Permission.subscribe}),
     }
 )
@@ -44,3 +60,18 @@ PERMISSIONS: Mapping[Role, frozenset[Permission]] = MappingProxyType(
 
 def can(role: Role, permission: Permission) -> bool:
     return permission in PERMISSIONS[role]
+
+
+class StaffRole(StrEnum):
+    """A staff account's role at its site (the front desk). ``admin`` runs the site and
+    takes part in no call; the others join calls as the call Role of the same name."""
+
+    admin = "admin"
+    doctor = "doctor"
+    nurse = "nurse"
+    expert = "expert"
+
+
+def call_role(staff_role: StaffRole) -> Role | None:
+    """The Role a staff member joins a consultation with; None for a site admin."""
+    return None if staff_role is StaffRole.admin else Role(staff_role.value)

@@ -31,7 +31,7 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from media.clips import Clip, ClipTrack
 from media.codecs import frame_start_check, is_keyframe
 from media.config import VideoCodec
-from media.tap import install_receiver_tap, on_keyframe_request
+from media.tap import install_receiver_tap, on_keyframe_request, tolerate_close_while_connecting
 from signaling import protocol as p
 
 log = logging.getLogger(__name__)
@@ -63,12 +63,16 @@ class Bot:
         on_frame: Callable[[str, str | None, bytes, float], None] | None = None,
         on_sent: Callable[[bytes, float], None] | None = None,
         video_codec: VideoCodec = "VP8",
+        video_codecs: list[str] | None = None,
         relay_only: bool = False,
     ) -> None:
+        # video_codec: what the bot's clip is and what it expects to receive. video_codecs:
+        # what it tells the server it can use (join's videoCodecs); None says nothing.
         # relay_only: gather TURN candidates only (iceTransportPolicy "relay"), as a client
         # behind a firewall that lets nothing but its TURN server through.
         self._relay_only = relay_only
         self._video_codec: VideoCodec = video_codec
+        self._video_codecs = video_codecs
         self.base_url = base_url.rstrip("/")
         self.token = token
         self.tracks: dict[str, ClipTrack] = {}
@@ -77,6 +81,10 @@ class Bot:
         if audio is not None:
             self.tracks["audio"] = ClipTrack(audio, on_sent)
         self.inbound: dict[str, Inbound] = {}
+        # What earlier connections of this session received (before a media reset).
+        self._past_inbound: list[Inbound] = []
+        self.media_resets = 0
+        self.resumed = False
         self.errors: list[p.Error] = []
         self.events: list[p.ServerMessage] = []
         self.joined: p.Joined | None = None
@@ -90,6 +98,7 @@ class Bot:
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._reader: asyncio.Task[None] | None = None
         self._joined_event = asyncio.Event()
+        self._waiting_event = asyncio.Event()
         self._closed = asyncio.Event()
         self.close_code: int | None = None
 
@@ -99,23 +108,80 @@ class Bot:
     def participant_id(self) -> str | None:
         return self.joined.participant.id if self.joined else None
 
-    async def connect(self, timeout: float = 10.0) -> None:
-        """Open the socket and join; returns once ``joined`` (or raises)."""
+    async def connect(self, timeout: float = 10.0, *, may_wait: bool = False) -> None:
+        """Open the socket and join; returns once ``joined`` (or raises). With ``may_wait``,
+        once put in the waiting room too (``waiting``): ``joined`` comes when admitted."""
         self._session = aiohttp.ClientSession()
         ws_url = self.base_url.replace("http", "ws", 1) + "/ws"
         self._ws = await self._session.ws_connect(ws_url, heartbeat=None, max_msg_size=1 << 20)
         self.joined_at = time.monotonic()
-        await self.send(p.Join(type="join", token=self.token, publish=list(self.tracks)))  # type: ignore[arg-type]
+        join = p.Join(
+            type="join",
+            token=self.token,
+            publish=list(self.tracks),  # type: ignore[arg-type]
+            videoCodecs=self._video_codecs,
+        )
+        await self.send(join)
         self._reader = asyncio.create_task(self._read())
         async with asyncio.timeout(timeout):
-            done = asyncio.create_task(self._joined_event.wait())
-            closed = asyncio.create_task(self._closed.wait())
-            await asyncio.wait({done, closed}, return_when=asyncio.FIRST_COMPLETED)
-            done.cancel()
-            closed.cancel()
-        if self.joined is None:
+            ends = {
+                asyncio.create_task(self._joined_event.wait()),
+                asyncio.create_task(self._closed.wait()),
+            }
+            if may_wait:
+                ends.add(asyncio.create_task(self._waiting_event.wait()))
+            await asyncio.wait(ends, return_when=asyncio.FIRST_COMPLETED)
+            for task in ends:
+                task.cancel()
+        if self.joined is None and not (may_wait and self._waiting_event.is_set()):
             reason = self.errors[-1].message if self.errors else "closed"
             raise ConnectionError(f"join refused: {reason}")
+
+    @property
+    def resume_token(self) -> str | None:
+        if self.joined is not None and self.joined.resumeToken:
+            return self.joined.resumeToken
+        waiting = [e for e in self.events if isinstance(e, p.Waiting) and e.resumeToken]
+        return waiting[-1].resumeToken if waiting else None
+
+    async def drop_socket(self) -> None:
+        """Lose the signaling socket only (a tunnel, a stalled link): the media goes on."""
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        if self._ws is not None:
+            await self._ws.close()
+
+    async def resume(self, timeout: float = 10.0) -> bool:
+        """A new socket presenting the resume token: True if the session went on
+        (``resumed``), False if the server made it a new join (``joined`` again)."""
+        token = self.resume_token
+        assert self._session is not None and token is not None
+        self.resumed = False
+        before = self.joined
+        ws_url = self.base_url.replace("http", "ws", 1) + "/ws"
+        self._ws = await self._session.ws_connect(ws_url, heartbeat=None, max_msg_size=1 << 20)
+        self._closed.clear()
+        self._joined_event.clear()
+        await self.send(
+            p.Join(
+                type="join",
+                token=self.token,
+                publish=list(self.tracks),  # type: ignore[arg-type]
+                videoCodecs=self._video_codecs,
+                resume=token,
+            )
+        )
+        self._reader = asyncio.create_task(self._read())
+        ok = await self.wait_for(lambda: self.resumed or self.joined is not before, timeout)
+        if not ok:
+            raise ConnectionError("neither resumed nor joined")
+        return self.resumed
+
+    async def restart_media(self) -> None:
+        """Ask for a new media connection (as after a network switch)."""
+        await self.send(p.MediaRestart(type="media_restart"))
 
     async def send(self, message: p._Message) -> None:
         assert self._ws is not None
@@ -130,7 +196,9 @@ class Bot:
 
     def frames_from(self, participant_id: str, kind: str) -> int:
         return sum(
-            i.by_participant.get(participant_id, 0) for i in self.inbound.values() if i.kind == kind
+            i.by_participant.get(participant_id, 0)
+            for i in (*self._past_inbound, *self.inbound.values())
+            if i.kind == kind
         )
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
@@ -191,23 +259,27 @@ class Bot:
 
     async def _handle(self, message: p.ServerMessage) -> None:
         if isinstance(message, p.Joined):
+            old = self.pc
+            if old is not None:
+                # A new session after a resume that could not be: start over, keep counts.
+                self._retire_connection()
             self.joined = message
-            self.pc = RTCPeerConnection(
-                RTCConfiguration(
-                    iceServers=[
-                        RTCIceServer(urls=s.urls, username=s.username, credential=s.credential)
-                        for s in message.iceServers
-                    ],
-                    bundlePolicy=RTCBundlePolicy.MAX_BUNDLE,
-                    iceTransportPolicy=(
-                        RTCIceTransportPolicy.RELAY
-                        if self._relay_only
-                        else RTCIceTransportPolicy.ALL
-                    ),
-                )
-            )
-            self.pc.on("track", self._on_track)
+            self.pc = self._new_pc(message.iceServers)
             self._joined_event.set()
+            if old is not None:
+                await old.close()
+        elif isinstance(message, p.Resumed):
+            self.resumed = True
+            self.events.append(message)
+        elif isinstance(message, p.MediaReset):
+            # The media moved to another Worker: a new connection, the same session. What
+            # was received so far still counts.
+            self.events.append(message)
+            self.media_resets += 1
+            self._retire_connection()
+            old, self.pc = self.pc, self._new_pc(self.joined.iceServers if self.joined else [])
+            if old is not None:
+                await old.close()
         elif isinstance(message, p.Offer):
             await self._answer(message)
         elif isinstance(message, p.Error):
@@ -215,7 +287,33 @@ class Bot:
         elif isinstance(message, p.Bye):
             self.bye = message
         else:
+            if isinstance(message, p.Waiting):
+                self._waiting_event.set()
             self.events.append(message)
+
+    def _retire_connection(self) -> None:
+        """Before a new RTCPeerConnection: what was received still counts, and the tracks
+        go on fresh (aiortc stops a sender's track with its connection)."""
+        self._past_inbound += self.inbound.values()
+        self.inbound, self._slots = {}, {}
+        self.tracks = {kind: track.successor() for kind, track in self.tracks.items()}
+
+    def _new_pc(self, ice_servers: list[p.IceServer]) -> RTCPeerConnection:
+        pc = RTCPeerConnection(
+            RTCConfiguration(
+                iceServers=[
+                    RTCIceServer(urls=s.urls, username=s.username, credential=s.credential)
+                    for s in ice_servers
+                ],
+                bundlePolicy=RTCBundlePolicy.MAX_BUNDLE,
+                iceTransportPolicy=(
+                    RTCIceTransportPolicy.RELAY if self._relay_only else RTCIceTransportPolicy.ALL
+                ),
+            )
+        )
+        tolerate_close_while_connecting(pc)
+        pc.on("track", self._on_track)
+        return pc
 
     async def _answer(self, offer: p.Offer) -> None:
         assert self.pc is not None

@@ -12,11 +12,25 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+)
 
 PROTOCOL_VERSION = 1
 MAX_MESSAGE_BYTES = 64 * 1024
 MAX_SDP_CHARS = 60 * 1024
+# A host's short note to someone they turn away ("please call the clinic at 3").
+MAX_NOTE_CHARS = 200
+# A chat message, after trimming: a paragraph, not a document (documents are shared as
+# images or attached to the consultation).
+MAX_CHAT_CHARS = 2000
+# History a participant gets on joining is sent in pages of at most this many messages.
+CHAT_PAGE = 50
 
 Kind = Literal["audio", "video"]
 
@@ -34,6 +48,14 @@ class Join(_Message):
     token: Annotated[str, Field(min_length=1, max_length=4096)]
     # What the client intends to publish; an observer must ask for neither.
     publish: list[Kind] = Field(default_factory=lambda: ["audio", "video"], max_length=2)
+    # The video codecs the client can both send and receive, as named by WebRTC ("VP8",
+    # "H264", ...; others are ignored). Absent: it can do every codec the server forwards.
+    videoCodecs: list[Annotated[str, Field(min_length=1, max_length=32)]] | None = Field(
+        default=None, max_length=32
+    )
+    # The resumeToken of a session whose socket dropped: the same session goes on (its
+    # media connection untouched) if it is still held; otherwise this is a new join.
+    resume: Annotated[str, Field(min_length=1, max_length=64)] | None = None
 
 
 class Answer(_Message):
@@ -72,14 +94,139 @@ class Record(_Message):
 
 
 class Consent(_Message):
-    """This participant's answer to a consent request, or a later withdrawal."""
+    """This participant's answer to a consent request, or a later withdrawal.
+
+    Only from someone asked (pending) or who publishes (recording), else ``forbidden``;
+    4 in a row, then one every 15 s, else ``rate_limited`` (both with ref ``consent``).
+    """
 
     type: Literal["consent"]
     granted: bool
 
 
+class Remove(_Message):
+    """Remove a participant (needs ``remove_participant``): their link stops working."""
+
+    type: Literal["remove"]
+    participantId: Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class End(_Message):
+    """End the consultation for everyone (needs ``end_consultation``); no link reopens it."""
+
+    type: Literal["end"]
+
+
+class MediaRestart(_Message):
+    """This client's media connection failed (a network switch, Wi-Fi to 4G): a new one,
+    the signaling session going on. Answered by `media_reset` and a new `offer`."""
+
+    type: Literal["media_restart"]
+
+
+ParticipantId = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class Admit(_Message):
+    """Let one person in from the waiting room (needs ``admit``)."""
+
+    type: Literal["admit"]
+    participantId: ParticipantId
+
+
+class AdmitAll(_Message):
+    type: Literal["admit_all"]
+
+
+class SendAway(_Message):
+    """Turn someone away from the waiting room, with a message they are shown."""
+
+    type: Literal["send_away"]
+    participantId: ParticipantId
+    message: Annotated[str, Field(max_length=MAX_NOTE_CHARS)] | None = None
+
+
+def _chat_text(value: str) -> str:
+    text = value.strip()
+    if not text:
+        raise ValueError("a chat message needs some text")
+    if len(text) > MAX_CHAT_CHARS:
+        raise ValueError(f"a chat message is at most {MAX_CHAT_CHARS} characters")
+    return text
+
+
+class Chat(_Message):
+    """A text message to everyone in the call (not the waiting room). Trimmed; at most
+    2,000 characters; a few a second per person (``rate_limited``, ref ``chat``)."""
+
+    type: Literal["chat"]
+    # Bounded before trimming too: whitespace is not free to parse.
+    text: Annotated[str, Field(max_length=2 * MAX_CHAT_CHARS), AfterValidator(_chat_text)]
+
+
+ImageId = Annotated[str, Field(pattern=r"^img_[A-Za-z0-9_-]{8,40}$")]
+Preset = Annotated[str, Field(pattern=r"^[a-z_]{1,24}$")]
+Unit = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+
+
+class Share(_Message):
+    """Show everyone an image uploaded to this consultation (needs ``share_images``);
+    the sharer becomes the presenter, whose pointer the others see."""
+
+    type: Literal["share"]
+    imageId: ImageId
+    # For a DICOM image: the window to open it with (each viewer may switch).
+    preset: Preset | None = None
+
+
+class Unshare(_Message):
+    """Close the shared image for everyone (the presenter, or anyone with ``admit``: the
+    doctor and nurse who run the call)."""
+
+    type: Literal["unshare"]
+
+
+class Pointer(_Message):
+    """The presenter's pointer on the shared image, as a fraction of its width and height
+    (``x``/``y`` absent: hidden). Pages send at most ~15 a second; beyond 20 a second the
+    server drops them."""
+
+    type: Literal["pointer"]
+    x: Unit | None = None
+    y: Unit | None = None
+
+
+VideoMode = Literal["all", "audio_only", "speaker"]
+
+
+class VideoPolicy(_Message):
+    """What video this participant receives: everyone's (``all``), none (``audio_only``)
+    or only the active speaker's (``speaker``). Enforced by the media Worker."""
+
+    type: Literal["video_policy"]
+    mode: VideoMode
+
+
 ClientMessage = Annotated[
-    Join | Answer | Candidate | Mute | Leave | Ping | Record | Consent,
+    Join
+    | Answer
+    | Candidate
+    | Mute
+    | Leave
+    | Ping
+    | Record
+    | Consent
+    | Remove
+    | End
+    | MediaRestart
+    | Admit
+    | AdmitAll
+    | SendAway
+    | Chat
+    | Share
+    | Unshare
+    | Pointer
+    | VideoPolicy,
     Field(discriminator="type"),
 ]
 _client_adapter: TypeAdapter[ClientMessage] = TypeAdapter(ClientMessage)
@@ -115,6 +262,15 @@ class Joined(_Message):
     participants: list[ParticipantInfo]
     iceServers: list[IceServer]
     permissions: list[str]
+    # Present this in `join` (`resume`) after the socket drops, to go on with this session.
+    resumeToken: str | None = None
+
+
+class Resumed(_Message):
+    """The answer to a `join` with `resume`: the same session goes on. Messages sent while
+    the socket was down follow, in order; the media connection was never touched."""
+
+    type: Literal["resumed"] = "resumed"
 
 
 class TrackSlot(_Message):
@@ -199,10 +355,128 @@ class Pong(_Message):
 
 
 class Bye(_Message):
-    """The server ends this participant's session; the WebSocket closes after it."""
+    """The server ends this participant's session; the WebSocket closes after it.
+
+    ``reason`` is free text except for fixed codes a page translates: ``left``,
+    ``removed`` (by the host, or the link was revoked), ``consultation_ended``,
+    ``sent_away`` (from the waiting room; ``message`` is the host's note, if any).
+    """
 
     type: Literal["bye"] = "bye"
     reason: str
+    message: str | None = None
+
+
+class MediaReset(_Message):
+    """The media of this consultation moved (its Worker died): close the RTCPeerConnection,
+    make a new one; a new ``offer`` follows. The signaling session goes on."""
+
+    type: Literal["media_reset"] = "media_reset"
+    reason: str
+
+
+class Waiting(_Message):
+    """To someone in the waiting room: they are not in the call yet. Sent on arrival and
+    whenever their place changes; ``joined`` follows when they are let in."""
+
+    type: Literal["waiting"] = "waiting"
+    position: int  # 1 = next
+    total: int
+    resumeToken: str | None = None
+
+
+class WaitingInfo(_Message):
+    id: str
+    name: str
+    role: str
+    since: float  # epoch seconds
+
+
+class WaitingRoom(_Message):
+    """To those who may admit (``admit``): who waits, in order of arrival."""
+
+    type: Literal["waiting_room"] = "waiting_room"
+    waiting: list[WaitingInfo]
+
+
+class ChatMessage(_Message):
+    """One chat message, to everyone in the call (the sender too: their copy is the one
+    stored). ``name`` is the sender's display name; pages show every field as text."""
+
+    type: Literal["chat"] = "chat"
+    id: str
+    participantId: str
+    name: str
+    role: str
+    text: str
+    at: float  # epoch seconds
+
+
+class ChatEntry(_Message):
+    id: str
+    participantId: str
+    name: str
+    role: str
+    text: str
+    at: float
+
+
+class ChatHistory(_Message):
+    """The consultation's chat so far (the newest 200), oldest first, in pages of at most
+    50, on joining and after a reload; ``more`` says another page follows."""
+
+    type: Literal["chat_history"] = "chat_history"
+    messages: list[ChatEntry]
+    more: bool = False
+
+
+class ImageInfo(_Message):
+    """Technical tags of a shared DICOM image; nothing that names the patient."""
+
+    modality: str | None = None
+    bodyPart: str | None = None
+    sliceThickness: float | None = None
+    frames: int | None = None
+
+
+class Shared(_Message):
+    """What everyone in the call is shown: an image to fetch over HTTP (never in this
+    message), its presets (DICOM windows; a photo has ``original`` only) and the presenter."""
+
+    type: Literal["share"] = "share"
+    imageId: str
+    by: str  # the presenter's participant id
+    kind: Literal["photo", "dicom"]
+    mediaType: str
+    width: int
+    height: int
+    presets: list[str]
+    preset: str
+    info: ImageInfo | None = None
+
+
+class ShareEnded(_Message):
+    type: Literal["share_ended"] = "share_ended"
+    imageId: str
+    by: str | None = None  # who closed it; absent when the presenter left
+
+
+class PointerMoved(_Message):
+    """The presenter's pointer (fractions of the image; absent: hidden), to the others."""
+
+    type: Literal["pointer"] = "pointer"
+    participantId: str
+    x: float | None = None
+    y: float | None = None
+
+
+class VideoPolicyState(_Message):
+    """This participant's incoming video, as the Worker enforces it; in ``speaker`` mode
+    ``showing`` is whose video is forwarded (absent: nobody's yet). Sent on every change."""
+
+    type: Literal["video_policy"] = "video_policy"
+    mode: VideoMode
+    showing: str | None = None
 
 
 ErrorCode = Literal[
@@ -214,7 +488,10 @@ ErrorCode = Literal[
     "already_joined",
     "invalid_token",
     "expired_token",
+    "revoked_token",  # the consultation ended, or this person or link was removed
     "forbidden",
+    "not_admitted",  # in the waiting room: only ping and leave until let in
+    "waiting_room_full",
     "consultation_full",
     "consultation_ended",
     "bad_sdp",
@@ -223,6 +500,10 @@ ErrorCode = Literal[
     "consent_required",  # recording refused: not everyone present has consented
     "consent_refused",  # a participant declined; the recording request is cancelled
     "recording_failed",
+    "worker_unavailable",  # no media Worker answered in time: try again
+    # Not a refusal: the participant goes on with audio only (its client cannot use the
+    # consultation's video codec, or its answer rejected a video m-line).
+    "video_unavailable",
     "internal",
 ]
 
@@ -239,6 +520,7 @@ class Error(_Message):
 
 ServerMessage = Annotated[
     Joined
+    | Resumed
     | Offer
     | ParticipantJoined
     | ParticipantLeft
@@ -249,13 +531,42 @@ ServerMessage = Annotated[
     | RecordingState
     | Pong
     | Bye
+    | Waiting
+    | WaitingRoom
+    | MediaReset
+    | ChatMessage
+    | ChatHistory
+    | Shared
+    | ShareEnded
+    | PointerMoved
+    | VideoPolicyState
     | Error,
     Field(discriminator="type"),
 ]
 _server_adapter: TypeAdapter[ServerMessage] = TypeAdapter(ServerMessage)
 
 CLIENT_TYPES = frozenset(
-    ["join", "answer", "candidate", "mute", "leave", "ping", "record", "consent"]
+    [
+        "join",
+        "answer",
+        "candidate",
+        "mute",
+        "leave",
+        "ping",
+        "record",
+        "consent",
+        "remove",
+        "end",
+        "media_restart",
+        "admit",
+        "admit_all",
+        "send_away",
+        "chat",
+        "share",
+        "unshare",
+        "pointer",
+        "video_policy",
+    ]
 )
 
 
@@ -274,7 +585,9 @@ class ProtocolError(Exception):
 
 def parse_client(raw: str | bytes) -> ClientMessage:
     """Validate one client frame; raise ProtocolError with a precise code otherwise."""
-    if len(raw) > MAX_MESSAGE_BYTES:
+    # Bytes, not characters: a str of 64 Ki characters can be 256 KiB of UTF-8.
+    size = len(raw) if isinstance(raw, bytes) or raw.isascii() else len(raw.encode())
+    if size > MAX_MESSAGE_BYTES:
         raise ProtocolError("too_large", f"message exceeds {MAX_MESSAGE_BYTES} bytes")
     try:
         return _client_adapter.validate_json(raw)

@@ -2,27 +2,27 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
-from media.worker import Worker
+from media.client import WorkerClient
 from recordings.store import RecordingStore
+from rooms.records.database import Database
 from rooms.store import RoomStore
-from signaling.audit import AuditLog
+from signaling.audit.log import AuditLog
 from signaling.config import ServerConfig
-from signaling.hub import Hub
-
-if TYPE_CHECKING:
-    from signaling.recording import ConsultationRecording
+from signaling.events import EventStream
+from signaling.room.revocation import RevocationGuard
+from signaling.room.rooms import Rooms
 
 
 @dataclass
 class Server:
     config: ServerConfig
     store: RoomStore
-    hub: Hub
-    worker: Worker
+    rooms: Rooms
+    worker: WorkerClient
     audit: AuditLog
     recording_store: RecordingStore
-    # At most one recording (pending or running) per consultation.
-    recordings: dict[str, ConsultationRecording] = field(default_factory=dict)
+    database: Database
+    revocation: RevocationGuard
+    events: EventStream

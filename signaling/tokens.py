@@ -26,6 +26,17 @@ ALGORITHM = "HS256"
 MIN_SECRET_BYTES = 32
 MAX_IDENTITY_CHARS = 256
 MAX_NAME_CHARS = 200
+# A join link is a password for one consultation: it must go stale. The longest window a
+# token may be valid for (exp - nbf): a week covers a ward round's rota or a week of
+# follow-up visits, and nothing minted by mistake lives for ever.
+MAX_VALIDITY_S = 7 * 24 * 3600
+# How far ahead of its minting a token may be used (exp - iat): links for appointments are
+# minted when the appointment is booked, up to a year ahead.
+MAX_HORIZON_S = 366 * 24 * 3600
+MAX_TOKEN_ID_CHARS = 64
+# Who lands in the waiting room unless the token says otherwise: people from outside the
+# care team (a patient, a relative, a student). Staff of the consultation go straight in.
+WAITING_ROLES = frozenset({Role.patient, Role.observer})
 _REQUIRED = ("iss", "aud", "sub", "name", "consultation", "kind", "role", "iat", "nbf", "exp")
 
 
@@ -43,11 +54,26 @@ class InvalidToken(TokenError):
 
 
 class NotYetValidToken(InvalidToken):
-    """``nbf`` (or ``iat``) is in the future beyond the leeway: usually a skewed clock."""
+    """``nbf`` (or ``iat``) is in the future beyond the leeway: an early link, or a skewed
+    clock. ``valid_from`` (epoch seconds) says when to come back."""
+
+    def __init__(self, message: str, valid_from: float | None = None) -> None:
+        super().__init__(message)
+        self.valid_from = valid_from
 
 
 class ExpiredToken(TokenError):
     code = "expired_token"
+
+
+class RevokedToken(TokenError):
+    """Revoked: the consultation ended (``ended``), or this person or link was removed."""
+
+    code = "revoked_token"
+
+    def __init__(self, message: str, *, ended: bool = False) -> None:
+        super().__init__(message)
+        self.ended = ended
 
 
 @dataclass(frozen=True)
@@ -61,11 +87,28 @@ class Grant:
     name: str = field(repr=False)
     role: Role
     expires_at: int
+    # The token's ``jti``, if it has one: what revokes this one link and no other.
+    token_id: str | None = None
+    not_before: int = 0
+    # The ``waiting_room`` claim: whether this person waits to be admitted. None: by role
+    # (patients and observers wait, staff do not). False pre-admits, e.g. a terminal the
+    # doctor is calling.
+    waiting_room: bool | None = None
+
+    @property
+    def waits(self) -> bool:
+        if self.waiting_room is not None:
+            return self.waiting_room
+        return self.role in WAITING_ROLES
 
 
 def new_identity() -> str:
     """An opaque identity for someone the hospital system did not give one to."""
     return "u-" + secrets.token_hex(8)
+
+
+def new_token_id() -> str:
+    return "t-" + secrets.token_urlsafe(12)
 
 
 def mint(
@@ -78,8 +121,14 @@ def mint(
     role: Role | str,
     ttl_s: int = 3600,
     now: float | None = None,
+    not_before: float | None = None,
+    waiting_room: bool | None = None,
 ) -> str:
-    """Sign a join token. Raises ValueError (InvalidConsultationId included) on bad input."""
+    """Sign a join token. Raises ValueError (InvalidConsultationId included) on bad input.
+
+    Valid from ``not_before`` (default: now) for ``ttl_s`` seconds, at most MAX_VALIDITY_S.
+    Every token carries a random ``jti``, so one link can be revoked without the others.
+    """
     _check_secret(secret)
     validate_consultation_id(consultation_id)
     kind = ConsultationKind(kind)
@@ -88,9 +137,12 @@ def mint(
         raise ValueError(f"identity must be a non-empty string of at most {MAX_IDENTITY_CHARS}")
     if not _valid_name(name):
         raise ValueError(f"name must be a string of at most {MAX_NAME_CHARS} characters")
-    if ttl_s <= 0:
-        raise ValueError("ttl_s must be positive")
+    if not 0 < ttl_s <= MAX_VALIDITY_S:
+        raise ValueError(f"ttl_s must be positive and at most {MAX_VALIDITY_S} s")
     issued = int(time.time() if now is None else now)
+    valid_from = issued if not_before is None else int(not_before)
+    if not issued <= valid_from <= issued + MAX_HORIZON_S - ttl_s:
+        raise ValueError("not_before must be between now and the minting horizon")
     claims = {
         "iss": ISSUER,
         "aud": AUDIENCE,
@@ -100,14 +152,27 @@ def mint(
         "kind": kind.value,
         "role": role.value,
         "iat": issued,
-        "nbf": issued,
-        "exp": issued + int(ttl_s),
+        "nbf": valid_from,
+        "exp": valid_from + int(ttl_s),
+        "jti": new_token_id(),
     }
+    if waiting_room is not None:
+        claims["waiting_room"] = bool(waiting_room)
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
-def verify(secret: bytes, token: str, *, now: float | None = None, leeway_s: int = 10) -> Grant:
-    """Check signature, issuer, audience, times and every claim; return the Grant."""
+def verify(
+    secret: bytes,
+    token: str,
+    *,
+    now: float | None = None,
+    leeway_s: int = 10,
+    check_times: bool = True,
+) -> Grant:
+    """Check signature, issuer, audience, times and every claim; return the Grant.
+
+    ``check_times=False`` is for revoking a link: one not valid yet can be revoked too.
+    """
     _check_secret(secret)
     if not isinstance(token, str) or not token:
         raise InvalidToken("token is missing")
@@ -145,10 +210,15 @@ def verify(secret: bytes, token: str, *, now: float | None = None, leeway_s: int
 
     current = time.time() if now is None else now
     exp, nbf, iat = (_numeric_date(claims, c) for c in ("exp", "nbf", "iat"))
-    if current >= exp + leeway_s:
+    # Bounded lifetimes first: an absurd exp is a forged or careless token, not a late one.
+    if exp - max(nbf, iat) > MAX_VALIDITY_S or exp - iat > MAX_HORIZON_S:
+        raise InvalidToken("token is valid for too long (at most 7 days, within a year)")
+    if check_times and current >= exp + leeway_s:
         raise ExpiredToken("token has expired")
-    if current < nbf - leeway_s or current < iat - leeway_s:
+    if check_times and current < iat - leeway_s:
         raise NotYetValidToken("token is not valid yet (check the clocks)")
+    if check_times and current < nbf - leeway_s:
+        raise NotYetValidToken("token is not valid yet", valid_from=nbf)
 
     identity, name = claims["sub"], claims["name"]
     if not _valid_identity(identity):
@@ -167,6 +237,14 @@ def verify(secret: bytes, token: str, *, now: float | None = None, leeway_s: int
         role = Role(claims["role"])
     except ValueError:
         raise InvalidToken("token has an unknown 'role'") from None
+    token_id = claims.get("jti")
+    if token_id is not None and not (
+        isinstance(token_id, str) and 0 < len(token_id) <= MAX_TOKEN_ID_CHARS
+    ):
+        raise InvalidToken("token has a bad 'jti' claim")
+    waiting_room = claims.get("waiting_room")
+    if waiting_room is not None and not isinstance(waiting_room, bool):
+        raise InvalidToken("token has a bad 'waiting_room' claim")
     return Grant(
         consultation_id=consultation_id,
         kind=kind,
@@ -174,6 +252,9 @@ def verify(secret: bytes, token: str, *, now: float | None = None, leeway_s: int
         name=name,
         role=role,
         expires_at=int(exp),
+        token_id=token_id,
+        not_before=int(nbf),
+        waiting_room=waiting_room,
     )
 
 

@@ -18,9 +18,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from signaling import appkeys
 from signaling.config import ServerConfig
-from signaling.pages import setup_pages
+from signaling.http import appkeys
+from signaling.http.pages import setup_pages
 from tests.e2e.helpers import HEALTH_TIMEOUT_S, PAGES_SECRET, REPO, RunningServer, free_port
 
 
@@ -40,6 +40,11 @@ async def pages_client(tmp_path: Path) -> AsyncIterator[TestClient[web.Request, 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    yield from serve(tmp_path_factory)
+
+
+def serve(tmp_path_factory: pytest.TempPathFactory, *args: str) -> Iterator[RunningServer]:
+    """The real server with ``serve``'s ``args``, until the generator is closed."""
     if importlib.util.find_spec("signaling.app") is None:
         pytest.skip("signaling/app.py has not landed yet")
     data_dir = tmp_path_factory.mktemp("server-data")
@@ -54,7 +59,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
         proc = subprocess.Popen(
             [
                 sys.executable, "-m", "signaling.cli", "serve",
-                "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir),
+                "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir), *args,
             ],
             cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT, env=env,
         )  # fmt: skip

@@ -41,7 +41,7 @@ CHROMIUM_ARGS = [
 ]
 CONSULTATION = "e2e-browser-call"
 # The signing secret of the pages-only app (the ``pages_client`` fixture).
-PAGES_SECRET = b"s" * 32
+PAGES_SECRET = b"e2e-pages-Zq7vK2pW9xR4mT8bN1cY6hJ3d"
 HEALTH_TIMEOUT_S = 20.0
 MEDIA_TIMEOUT_S = 40.0
 
@@ -81,15 +81,18 @@ async def wait_for(page: Any, expression: str, timeout_s: float, interval_s: flo
 
 
 @contextlib.asynccontextmanager
-async def chromium(extra_args: Sequence[str] = (), locale: str = "en-US") -> AsyncIterator[Any]:
-    """A persistent headless Chromium context (one browser, any number of tabs)."""
+async def chromium(
+    extra_args: Sequence[str] = (), locale: str = "en-US", executable: str = CHROMIUM
+) -> AsyncIterator[Any]:
+    """A persistent headless Chromium context (one browser, any number of tabs);
+    ``executable`` may be a wrapper that starts it elsewhere (another network namespace)."""
     from playwright.async_api import async_playwright
 
     with tempfile.TemporaryDirectory(prefix="tc-chromium-") as profile:
         async with async_playwright() as pw:
             ctx = await pw.chromium.launch_persistent_context(
                 profile,
-                executable_path=CHROMIUM,
+                executable_path=executable,
                 headless=True,
                 args=[*CHROMIUM_ARGS, *extra_args],
                 viewport={"width": 1280, "height": 720},
@@ -135,13 +138,18 @@ class RunningServer:
         except OSError:
             return "(no server log)"
 
-    def invite(self, role: str, name: str, consultation: str = CONSULTATION) -> str:
+    def invite(
+        self, role: str, name: str, consultation: str = CONSULTATION, *, waits: bool = False
+    ) -> str:
+        """A link from ``teleconsult invite``: pre-admitted unless ``waits`` (the waiting
+        room has tests of its own)."""
         out = subprocess.run(
             [
                 sys.executable, "-m", "signaling.cli", "invite",
                 "--consultation", consultation, "--kind", "joint",
                 "--role", role, "--name", name,
                 "--base-url", self.base_url, "--data-dir", str(self.data_dir),
+                *([] if waits else ["--no-waiting-room"]),
             ],
             cwd=REPO, capture_output=True, text=True, timeout=30, check=True,
         )  # fmt: skip

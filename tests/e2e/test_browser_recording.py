@@ -430,8 +430,14 @@ async def test_late_joiner_is_asked_and_can_agree_then_withdraw(server: RunningS
         await _click_record(doctor, "Stop recording")
         await wait_for(doctor, f"{REC}.state === 'stopped'", 10)
 
-    (info,) = Catalog(RecordingStore(server.data_dir)).list(consultation)
-    manifest = Catalog(RecordingStore(server.data_dir)).manifest(consultation, info.recording)
+    # The stop is announced at once; the server's writer thread then closes the files.
+    catalog = Catalog(RecordingStore(server.data_dir))
+    for _ in range(100):
+        (info,) = catalog.list(consultation)
+        if info.state != "recording":
+            break
+        await asyncio.sleep(0.1)
+    manifest = catalog.manifest(consultation, info.recording)
     expert_tracks = [t for t in manifest.tracks if t.participant == expert_id]
     assert expert_tracks, "the expert's tracks were never recorded after consenting"
     assert {t.stop_reason for t in expert_tracks if t.file} == {"consent_withdrawn"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+from media.client import WorkerStats
 from media.clips import Clip
 from rooms.roles import Role
 from tests.integration.conftest import Harness
@@ -42,12 +43,7 @@ async def test_three_participants_receive_each_other(
         for inbound in bot.inbound.values():
             if inbound.kind == "video" and inbound.frames:
                 assert inbound.first_frame_was_keyframe
-    assert harness.server.worker.stats() == {
-        "rooms": 1,
-        "sessions": 3,
-        "producers": 6,
-        "consumers": 12,
-    }
+    assert harness.worker.stats() == WorkerStats(rooms=1, sessions=3, producers=6, consumers=12)
 
 
 async def test_late_joiner_sees_video_within_a_second(

@@ -45,6 +45,9 @@ for i in range(300):
     for j in range(i * 5 // 3, (i + 1) * 5 // 3):
         rec.write("a", audio.frames[j], j * 960, Fraction(1, 48000), True)
     if i == 150:
+        # Five seconds of media fed in a fraction of one: save the manifest as the writer
+        # thread would have by now (saves are coalesced to one a second).
+        rec.save_manifest()
         print(rec.recording, flush=True)  # five seconds recorded: kill me now
     if i >= 150:
         time.sleep(0.05)

@@ -5,9 +5,6 @@ from __future__ import annotations
 import asyncio
 
 import aiortc
-import aiortc.codecs.opus
-import aiortc.codecs.vpx
-import aiortc.rtcrtpreceiver
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpReceiver
 from aiortc.mediastreams import MediaStreamTrack
@@ -16,34 +13,7 @@ from media.clips import Clip, ClipTrack
 from media.codecs import frame_start_check
 from media.tap import TESTED_AIORTC, TapError, install_receiver_tap, on_keyframe_request
 from rooms.roles import Role
-from tests.integration.conftest import Harness
-
-
-class Counter:
-    def __init__(self) -> None:
-        self.calls = 0
-
-
-@pytest.fixture
-def decoder_calls(monkeypatch: pytest.MonkeyPatch) -> Counter:
-    """Counts every decoder aiortc creates and every frame any aiortc encoder encodes."""
-    counter = Counter()
-    real_get_decoder = aiortc.rtcrtpreceiver.get_decoder
-
-    def counting_get_decoder(codec):  # type: ignore[no-untyped-def]
-        counter.calls += 1
-        return real_get_decoder(codec)
-
-    monkeypatch.setattr(aiortc.rtcrtpreceiver, "get_decoder", counting_get_decoder)
-    for cls in (aiortc.codecs.vpx.Vp8Encoder, aiortc.codecs.opus.OpusEncoder):
-        real_encode = cls.encode
-
-        def counting_encode(self, *args, _real=real_encode, **kwargs):  # type: ignore[no-untyped-def]
-            counter.calls += 1
-            return _real(self, *args, **kwargs)
-
-        monkeypatch.setattr(cls, "encode", counting_encode)
-    return counter
+from tests.integration.conftest import Counter, Harness
 
 
 def test_pinned_version() -> None:

@@ -5,13 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import aiohttp
 import av
 
 from media.clips import Clip
@@ -23,32 +18,7 @@ from signaling import protocol as p
 from signaling.bot import Bot
 from signaling.keys import load_or_create_secret
 from signaling.tokens import mint
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start_server(port: int, data_dir: Path) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "signaling.cli", "serve", "--port", str(port)]
-    command += ["--data-dir", str(data_dir)]
-    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-async def _wait_healthy(url: str, timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    async with aiohttp.ClientSession() as http:
-        while time.monotonic() < deadline:
-            try:
-                async with http.get(url + "/healthz") as r:
-                    if r.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.2)
-    raise AssertionError("the server did not come up")
+from tests.integration.server_process import free_port, start_server, wait_healthy
 
 
 async def test_kill_9_mid_recording_leaves_readable_truncated_files(
@@ -56,12 +26,12 @@ async def test_kill_9_mid_recording_leaves_readable_truncated_files(
 ) -> None:
     data_dir = tmp_path / "data"
     secret = load_or_create_secret(data_dir)
-    port = _free_port()
-    server = _start_server(port, data_dir)
+    port = free_port()
+    server = start_server(port, data_dir)
     base = f"http://127.0.0.1:{port}"
     bots: list[Bot] = []
     try:
-        await _wait_healthy(base)
+        await wait_healthy(base, server)
 
         def token(role: Role) -> str:
             return mint(
@@ -71,6 +41,7 @@ async def test_kill_9_mid_recording_leaves_readable_truncated_files(
                 identity=f"id-{role}",
                 name="N",
                 role=role,
+                waiting_room=False,
             )
 
         doctor = Bot(base, token(Role.doctor), video=video_clip, audio=audio_clip)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import re
 import sys
 import types
@@ -10,7 +11,7 @@ import pytest
 from rooms.consultation import ConsultationKind
 from rooms.roles import Role
 from signaling import tokens
-from signaling.cli import main
+from signaling.cli.main import main
 from signaling.config import ServerConfig
 from signaling.keys import default_data_dir, load_or_create_secret
 
@@ -21,6 +22,7 @@ JOIN = re.compile(r"^(?P<base>https?://[^ ]+)/join/(?P<token>[\w-]+\.[\w-]+\.[\w
 @pytest.fixture(autouse=True)
 def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("TELECONSULT_SECRET", raising=False)
+    monkeypatch.delenv("TELECONSULT_METRICS_TOKEN", raising=False)
     monkeypatch.setenv("TELECONSULT_DATA_DIR", str(tmp_path / "data"))
     return tmp_path / "data"
 
@@ -113,6 +115,7 @@ def test_serve_builds_the_config_and_prints_a_working_doctor_link(
     stun, turn = config.media.ice_servers
     assert stun.urls == ("stun:stun.example.org:3478",) and stun.username is None
     assert (turn.urls, turn.username, turn.credential) == (("turn:t.example.org",), "u", "c")
+    assert config.media.turn_secret is None
 
     out = capsys.readouterr().out
     assert "https://127.0.0.1:8443" in out
@@ -139,6 +142,12 @@ def test_serve_defaults(fake_app: list[ServerConfig], capsys: pytest.CaptureFixt
     assert config.media.ice_servers == ()
     assert "http://127.0.0.1:8080/join/" in capsys.readouterr().out
     assert repr(config.secret) not in repr(config)
+    assert config.max_composers == max(1, (os.cpu_count() or 1) - 1)
+
+
+def test_serve_max_composers(fake_app: list[ServerConfig]) -> None:
+    assert main(["serve", "--max-composers", "3"]) == 0
+    assert fake_app[0].max_composers == 3
 
 
 @pytest.mark.parametrize(
@@ -150,6 +159,7 @@ def test_serve_defaults(fake_app: list[ServerConfig], capsys: pytest.CaptureFixt
         ["--ice-server", "turn:t.example.org"],
         ["--ice-username", "u", "--ice-credential", "c"],
         ["--video-codec", "AV1"],
+        ["--max-composers", "0"],
     ],
 )
 def test_bad_serve_exits_2_before_starting(
@@ -169,3 +179,44 @@ def test_world_readable_secret_exits_1(
     assert main(["serve"]) == 1
     assert fake_app == []
     assert "chmod 600" in capsys.readouterr().err
+
+
+def test_serve_with_a_turn_secret(fake_app: list[ServerConfig]) -> None:
+    secret = "Zq7-vK2pW9xR4mT8bN1cY6hJ3dF5gL0s"
+    assert main(["serve", "--ice-server", "turn:t.example.org", "--turn-secret", secret]) == 0
+    [config] = fake_app
+    assert config.media.turn_secret == secret.encode()
+    assert secret not in repr(config)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--ice-server", "turn:t.example.org"],  # no credentials of any kind
+        ["--ice-server", "turn:t.example.org", "--turn-secret", "a" * 40],  # weak
+        ["--turn-secret", "Zq7-vK2pW9xR4mT8bN1cY6hJ3dF5gL0s"],  # no TURN server
+    ],
+)
+def test_serve_refuses_bad_turn_settings(
+    fake_app: list[ServerConfig], capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    assert main(["serve", *argv]) == 2
+    assert fake_app == []
+    assert "a" * 40 not in capsys.readouterr().err
+
+
+def test_serve_takes_the_metrics_token_from_the_environment(
+    fake_app: list[ServerConfig],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["serve"]) == 0
+    assert fake_app.pop().metrics_token is None  # loopback only
+    token = "mT8bN1cY6hJ3dF5gL0sZq7"
+    monkeypatch.setenv("TELECONSULT_METRICS_TOKEN", token)
+    assert main(["serve"]) == 0
+    [config] = fake_app
+    assert config.metrics_token == token and token not in repr(config)
+    monkeypatch.setenv("TELECONSULT_METRICS_TOKEN", "short")
+    assert main(["serve"]) == 2
+    assert "TELECONSULT_METRICS_TOKEN" in capsys.readouterr().err

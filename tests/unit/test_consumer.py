@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from aiortc.jitterbuffer import JitterFrame
@@ -23,7 +24,10 @@ class Receiver:
 
 
 def _producer(interval: float = 0.3) -> Producer:
-    return Producer("P1-v1", "P1", "video", Receiver(), keyframe_interval_s=interval)  # type: ignore[arg-type]
+    receiver: Any = Receiver()
+    return Producer(
+        "P1-v1", "P1", "video", receiver, mime_type="video/VP8", keyframe_interval_s=interval
+    )
 
 
 def _slot() -> OutboundSlot:

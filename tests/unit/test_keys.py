@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import secrets
 import stat
 from pathlib import Path
 
 import pytest
 
-from signaling.keys import SecretError, default_data_dir, load_or_create_secret
+from signaling.keys import SecretError, default_data_dir, load_or_create_secret, weakness
+
+STRONG = "Zq7-vK2pW9xR4mT8bN1cY6hJ3dF5gL0s"  # 32 characters, no pattern
 
 
 @pytest.fixture(autouse=True)
@@ -51,13 +54,14 @@ def test_secret_is_reused(tmp_path: Path) -> None:
 
 def test_env_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     load_or_create_secret(tmp_path)
-    monkeypatch.setenv("TELECONSULT_SECRET", "s" * 40)
-    assert load_or_create_secret(tmp_path) == b"s" * 40
+    monkeypatch.setenv("TELECONSULT_SECRET", STRONG)
+    assert load_or_create_secret(tmp_path) == STRONG.encode()
 
 
 def test_env_secret_is_not_hex_decoded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TELECONSULT_SECRET", "ab" * 32)
-    assert load_or_create_secret(tmp_path / "x") == b"ab" * 32
+    hex_secret = secrets.token_hex(32)
+    monkeypatch.setenv("TELECONSULT_SECRET", hex_secret)
+    assert load_or_create_secret(tmp_path / "x") == hex_secret.encode()
     assert not (tmp_path / "x").exists()
 
 
@@ -95,3 +99,31 @@ def test_default_data_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
     assert default_data_dir() == tmp_path / "xdg" / "teleconsult"
     monkeypatch.setenv("TELECONSULT_DATA_DIR", str(tmp_path / "explicit"))
     assert default_data_dir() == tmp_path / "explicit"
+
+
+@pytest.mark.parametrize(
+    "weak",
+    [
+        "a" * 40,
+        "ab" * 20,
+        "password" * 5,
+        "abcdefghij" * 4,
+        "0123456789" + "0" * 30,
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaabcde",
+    ],
+)
+def test_weak_secrets_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, weak: str
+) -> None:
+    assert weakness(weak) is not None
+    monkeypatch.setenv("TELECONSULT_SECRET", weak)
+    with pytest.raises(SecretError, match=r"secrets\.token_hex") as exc:
+        load_or_create_secret(tmp_path)
+    assert weak not in str(exc.value)
+
+
+def test_random_secrets_of_32_characters_and_more_pass() -> None:
+    for _ in range(2000):
+        assert weakness(secrets.token_hex(16)) is None  # 32 hex characters: 128 bits
+        assert weakness(secrets.token_urlsafe(32)) is None
+    assert weakness(STRONG) is None

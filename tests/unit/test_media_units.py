@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import pytest
 from aiortc.rtp import RtpPacket
 
 from media.clips import vp8_clip
-from media.codecs import h264_starts_frame, is_h264_keyframe, is_vp8_keyframe, vp8_starts_frame
-from media.config import IceAddress
+from media.codecs import (
+    choose_video_codec,
+    h264_starts_frame,
+    is_h264_keyframe,
+    is_vp8_keyframe,
+    video_codecs_named,
+    vp8_starts_frame,
+)
+from media.config import IceAddress, VideoCodec
+from media.errors import loggable
 from media.ice import announce
 from media.jitter import AudioPassThrough, VideoFrameAssembler
 
@@ -86,3 +95,32 @@ def test_fast_ntp_clock_matches_aiortcs() -> None:
     reference = aiortc.clock.datetime_to_ntp(aiortc.clock.current_datetime())
     # Within a millisecond (NTP fraction units are 2**-32 s).
     assert abs(_fast_ntp_time() - reference) < (1 << 32) // 1000
+
+
+def test_loggable_masks_addresses_and_escapes_control_characters() -> None:
+    text = "bad port 192.0.2.77 from fd00::2\x1b[2J\nFORGED LINE"
+    line = loggable(text)
+    assert "192.0.2.77" not in line and "fd00::2" not in line
+    assert line.isprintable() and "\\x1b" in line and "\\n" in line
+    assert len(loggable("x" * 1000)) == 200
+
+
+def test_video_codecs_are_read_as_clients_spell_them() -> None:
+    assert video_codecs_named(["vp8", "H264", "VP9", "AV1"]) == {"VP8", "H264"}
+    assert video_codecs_named([]) == frozenset()
+
+
+@pytest.mark.parametrize(
+    ("configured", "supported", "chosen"),
+    [
+        ("H264", None, "H264"),  # an old client says nothing: the configured codec
+        ("H264", frozenset({"VP8", "H264"}), "H264"),
+        ("H264", frozenset({"VP8"}), "VP8"),  # Firefox without OpenH264
+        ("VP8", frozenset({"H264"}), "H264"),
+        ("VP8", frozenset(), "VP8"),  # can do none: the configured one, it gets audio
+    ],
+)
+def test_a_room_picks_the_configured_codec_if_its_first_participant_can(
+    configured: VideoCodec, supported: frozenset[VideoCodec] | None, chosen: VideoCodec
+) -> None:
+    assert choose_video_codec(configured, supported) == chosen

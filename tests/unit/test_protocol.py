@@ -13,6 +13,12 @@ def test_join_defaults_to_publishing_both_kinds() -> None:
     message = p.parse_client('{"type": "join", "token": "t"}')
     assert isinstance(message, p.Join)
     assert message.publish == ["audio", "video"] and message.v == 1
+    assert message.videoCodecs is None  # an old client: the server assumes every codec
+
+
+def test_join_names_codecs_the_server_may_not_know() -> None:
+    message = p.parse_client('{"type": "join", "token": "t", "videoCodecs": ["VP9", "h264"]}')
+    assert isinstance(message, p.Join) and message.videoCodecs == ["VP9", "h264"]
 
 
 @pytest.mark.parametrize(
@@ -29,6 +35,13 @@ def test_join_defaults_to_publishing_both_kinds() -> None:
         ('{"type": "join", "token": "t", "v": 2}', "malformed", "join"),
         ('{"type": "join", "token": "t", "publish": ["smell"]}', "malformed", "join"),
         ('{"type": "join", "token": "t", "admin": true}', "malformed", "join"),
+        ('{"type": "join", "token": "t", "videoCodecs": "VP8"}', "malformed", "join"),
+        ('{"type": "join", "token": "t", "videoCodecs": [""]}', "malformed", "join"),
+        (
+            json.dumps({"type": "join", "token": "t", "videoCodecs": ["VP8"] * 33}),
+            "malformed",
+            "join",
+        ),
         ('{"type": "answer", "sdp": ""}', "malformed", "answer"),
         ('{"type": "candidate", "sdpMLineIndex": -1}', "malformed", "candidate"),
         ('{"type": "mute", "kind": "audio"}', "malformed", "mute"),

@@ -368,3 +368,148 @@ def test_tracks_added_before_start_are_recorded_from_the_start(
     m = rec.stop()
     assert [(t.producer, t.frames) for t in m.tracks] == [("v1", 30)]
     assert [(x.producer, x.reason) for x in m.excluded] == [("v2", "no_consent")]
+
+
+# --- a bad frame from one track, a gap, the manifest's pace ------------------------------
+
+
+def _sized(keyframe: bytes, width: int, height: int) -> bytes:
+    """The same VP8 keyframe with another size in its header."""
+    size = width.to_bytes(2, "little") + height.to_bytes(2, "little")
+    return keyframe[:6] + size + keyframe[10:]
+
+
+@pytest.mark.parametrize(("width", "height"), [(0, 0), (640, 0), (16000, 16000)])
+def test_a_keyframe_with_no_usable_size_cannot_start_a_file(
+    tmp_path: Path, video: Clip, width: int, height: int
+) -> None:
+    key = os.urandom(32)
+    path = tmp_path / "v.enc"
+    tw = TrackWriter(EncryptedWriter.create(path, key), "video", "vp8")
+    assert not tw.write(_sized(video.frames[0], width, height), 0, VIDEO_TB, True)
+    assert not tw.write(video.frames[1], 3000, VIDEO_TB, False)
+    assert not tw.started and tw.stats.dropped == 2
+    # The next good keyframe starts the file as usual.
+    assert tw.write(video.frames[0], 6000, VIDEO_TB, True)
+    assert tw.write(video.frames[1], 9000, VIDEO_TB, False)
+    tw.close()
+    _, packets = demux(path, key)
+    assert packets == list(video.frames[:2])
+
+
+def test_a_keyframe_with_no_size_does_not_stop_the_recording(
+    store: RecordingStore, video: Clip, audio: Clip
+) -> None:
+    events: list[dict[str, Any]] = []
+    rec = consented_recorder(store, events)
+    rec.add_track("v1", "Pdoc", "doctor", "video", "vp8")
+    rec.add_track("v2", "Ppat", "patient", "video", "vp8")
+    rec.add_track("a2", "Ppat", "patient", "audio", "opus")
+    assert not rec.write("v2", _sized(video.frames[0], 0, 0), BASE, VIDEO_TB, True)
+    feed_video(rec, "v1", video)
+    feed_audio(rec, "a2", audio)
+    assert rec.state == "recording"
+    m = rec.stop()
+    assert m.state == "complete" and [e["type"] for e in events][-1] == "recording_stopped"
+    frames = {t.producer: t.frames for t in m.tracks}
+    assert frames == {"v1": len(video.frames), "v2": 0, "a2": len(audio.frames)}
+    assert next(t for t in m.tracks if t.producer == "v2").dropped == 1
+
+
+def test_a_frame_the_muxer_refuses_closes_only_its_own_track(
+    store: RecordingStore, video: Clip
+) -> None:
+    h264 = _h264_frames(320, 180, 20)
+    units = [u for u in _nal_payloads(h264[0]) if u[0] & 0x1F != 8]
+    no_pps = b"".join(b"\x00\x00\x00\x01" + u for u in units)  # SPS, no PPS: no avcC
+    events: list[dict[str, Any]] = []
+    rec = consented_recorder(store, events)
+    rec.add_track("v1", "Pdoc", "doctor", "video", "vp8")
+    rec.add_track("v2", "Ppat", "patient", "video", "h264")
+    feed_video(rec, "v1", video, 0, 30)
+    assert not rec.write("v2", no_pps, BASE, VIDEO_TB, True)
+    assert rec.state == "recording"
+    assert not rec.write("v2", h264[1], BASE + 3000, VIDEO_TB, False)  # the track is closed
+    feed_video(rec, "v1", video, 30)
+    m = rec.stop()
+    assert m.state == "complete" and events[-1]["reason"] == "stopped"
+    good, bad = m.tracks
+    assert good.state == "complete" and good.frames == len(video.frames)
+    assert (bad.state, bad.stop_reason, bad.frames) == ("truncated", "mux_error", 0)
+    (error,) = [e for e in m.events if e["type"] == "track_error"]
+    assert error["track"] == bad.id and "InvalidData" in error["detail"]
+    key = store.keystore.data_key(CONSULTATION)
+    d = store.recording_dir(CONSULTATION, rec.recording)
+    _, packets = demux(d / str(good.file), key)
+    assert packets == list(video.frames)
+    with pytest.raises(TruncatedError):
+        decrypt_to_bytes(d / str(bad.file), key)
+
+
+def test_a_gap_is_listed_and_video_resumes_at_a_keyframe(
+    store: RecordingStore, video: Clip
+) -> None:
+    rec = consented_recorder(store, [])
+    asked: list[str] = []
+    rec.add_track(
+        "v1", "Pdoc", "doctor", "video", "vp8", request_keyframe=lambda: asked.append("v1")
+    )
+    feed_video(rec, "v1", video, 0, 20)
+    rec.gap("v1", 10)  # frames 20..29 never arrived
+    assert asked == ["v1", "v1"]  # at the segment's start, and after the gap
+    feed_video(rec, "v1", video, 30, 30)  # deltas: they would not decode after the hole
+    k = video.keyframe_indices[1]
+    assert rec.write("v1", video.frames[k], BASE + 60 * 3000, VIDEO_TB, True)
+    feed_video(rec, "v1", video, 61, 9)
+    m = rec.stop()
+    (t,) = m.tracks
+    assert t.frames == 20 + 1 + 9 and t.dropped == 10 + 30
+    (gap,) = [e for e in m.events if e["type"] == "gap"]
+    assert (gap["track"], gap["producer"], gap["dropped"]) == (t.id, "v1", 10)
+    # Every frame written decodes: the hole was jumped at a keyframe.
+    path = store.recording_dir(CONSULTATION, rec.recording) / str(t.file)
+    with av.open(open_decrypted(path, store.keystore.data_key(CONSULTATION))) as c:
+        assert len(list(c.decode(video=0))) == 30
+
+
+class _Ticks:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_manifest_saves_are_coalesced_to_one_a_second(
+    store: RecordingStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    saves: list[float] = []
+    real_save = Manifest.save
+    ticks = _Ticks()
+
+    def counted(self: Manifest, path: Path, data_key: bytes) -> None:
+        saves.append(ticks.now)
+        real_save(self, path, data_key)
+
+    monkeypatch.setattr(Manifest, "save", counted)
+    rec = Recorder(store, CONSULTATION, monotonic=ticks)
+    rec.consent("Pdoc", True, role="doctor")
+    rec.consent("Ppat", True, role="patient")
+    rec.start({"Pdoc": "doctor", "Ppat": "patient"})
+    rec.add_track("a2", "Ppat", "patient", "audio", "opus")
+    assert saves == [0.0]
+    for i in range(200):  # a consent flood within one second: each change closes a file
+        ticks.now = i / 400
+        rec.consent("Ppat", i % 2 == 1)
+    assert saves == [0.0]
+    assert rec.manifest_due_in() == pytest.approx(1.0 - ticks.now)
+    ticks.now = 1.0
+    assert rec.manifest_due_in() == 0
+    rec.save_manifest()
+    assert saves == [0.0, 1.0] and rec.manifest_due_in() is None
+    key = store.keystore.data_key(CONSULTATION)
+    on_disk = Manifest.load(store.manifest_path(CONSULTATION, rec.recording), key)
+    assert len(on_disk.consent) == 2 + 200
+    ticks.now = 1.1
+    rec.stop()  # the stop is written at once
+    assert saves == [0.0, 1.0, 1.1]

@@ -55,8 +55,20 @@ def test_doctor_has_every_permission() -> None:
 @pytest.mark.parametrize(
     ("role", "allowed"),
     [
-        (Role.expert, {Permission.publish, Permission.subscribe, Permission.view_recordings}),
-        (Role.patient, {Permission.publish, Permission.subscribe}),
+        (
+            Role.expert,
+            {
+                Permission.publish,
+                Permission.subscribe,
+                Permission.view_recordings,
+                Permission.share_images,
+            },
+        ),
+        (Role.patient, {Permission.publish, Permission.subscribe, Permission.share_images}),
+        (
+            Role.nurse,
+            {Permission.publish, Permission.subscribe, Permission.admit, Permission.share_images},
+        ),
         (Role.observer, {Permission.subscribe}),
     ],
 )

@@ -10,7 +10,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from signaling.tls import self_signed, ssl_context
+from signaling.http.tls import self_signed, ssl_context
 
 
 def load(cert: Path) -> x509.Certificate:

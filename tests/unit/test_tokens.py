@@ -73,7 +73,9 @@ def assert_refused(exc: pytest.ExceptionInfo[TokenError], token: str, code: str)
 
 
 def test_valid_token_round_trips() -> None:
-    grant = verify(SECRET, make(), now=NOW + 1)
+    token = make()
+    grant = verify(SECRET, token, now=NOW + 1)
+    token_id = jwt.decode(token, options={"verify_signature": False})["jti"]
     assert grant == Grant(
         consultation_id=CID,
         kind=ConsultationKind.joint,
@@ -81,6 +83,8 @@ def test_valid_token_round_trips() -> None:
         name=NAME,
         role=Role.patient,
         expires_at=int(NOW) + 600,
+        token_id=token_id,
+        not_before=int(NOW),
     )
     assert isinstance(grant.role, Role) and isinstance(grant.kind, ConsultationKind)
     assert NAME not in repr(grant)
@@ -88,7 +92,11 @@ def test_valid_token_round_trips() -> None:
 
 def test_claims_are_the_documented_ones() -> None:
     payload = jwt.decode(make(), options={"verify_signature": False})
+    # jti: the optional claim teleconsult adds to what it mints, for revoking one link.
+    token_id = payload.pop("jti")
     assert payload == claims()
+    assert token_id.startswith("t-") and len(token_id) >= 16
+    assert token_id != jwt.decode(make(), options={"verify_signature": False})["jti"]
     assert jwt.get_unverified_header(make())["alg"] == "HS256"
 
 
@@ -243,3 +251,46 @@ def test_new_identity_is_opaque_and_unique() -> None:
     ids = {new_identity() for _ in range(100)}
     assert len(ids) == 100
     assert all(i.startswith("u-") for i in ids)
+
+
+@pytest.mark.parametrize(
+    "times",
+    [
+        {"exp": 10**40},  # the one found: accepted before
+        {"exp": int(NOW) + 8 * 24 * 3600},  # a day over the window
+        {"iat": int(NOW) - 400 * 24 * 3600},  # minted over a year before its expiry
+    ],
+)
+def test_lifetimes_are_bounded(times: dict[str, int]) -> None:
+    token = jwt.encode(claims(**times), SECRET, algorithm="HS256")
+    with pytest.raises(InvalidToken) as exc:
+        verify(SECRET, token, now=NOW)
+    assert_refused(exc, token, "invalid_token")
+    assert "too long" in str(exc.value)
+
+
+def test_a_week_long_token_and_one_booked_months_ahead_are_accepted() -> None:
+    week = jwt.encode(claims(exp=int(NOW) + 7 * 24 * 3600), SECRET, algorithm="HS256")
+    assert verify(SECRET, week, now=NOW).expires_at == int(NOW) + 7 * 24 * 3600
+    later = NOW + 90 * 24 * 3600
+    booked = make(not_before=later, ttl_s=3600)
+    with pytest.raises(NotYetValidToken) as exc:
+        verify(SECRET, booked, now=NOW)
+    assert exc.value.valid_from == later
+    assert verify(SECRET, booked, now=later + 60).not_before == int(later)
+
+
+def test_mint_refuses_lifetimes_past_the_bounds() -> None:
+    with pytest.raises(ValueError):
+        make(ttl_s=8 * 24 * 3600)
+    with pytest.raises(ValueError):
+        make(not_before=NOW + 400 * 24 * 3600)
+    with pytest.raises(ValueError):
+        make(not_before=NOW - 60)
+
+
+@pytest.mark.parametrize("jti", ["", 7, "x" * 65])
+def test_bad_token_ids_are_refused(jti: object) -> None:
+    token = jwt.encode(claims(jti=jti), SECRET, algorithm="HS256")
+    with pytest.raises(InvalidToken):
+        verify(SECRET, token, now=NOW)

@@ -5,13 +5,26 @@
 //
 // URL parameters: ?autojoin=1 joins as soon as the camera is ready; ?kiosk=1 is kiosk mode
 // (extra-large consent buttons, set as a body class by the server) and joins by itself too;
-// ?lang=en|zh-CN picks the language (signaling/pages.py).
+// ?lang=en|zh-CN picks the language (signaling/pages.py); ?relay=1 sends all media through
+// the TURN server (to check a site's relay; docs/architecture.md, Media).
 
+import { VideoModeUi } from "./bandwidth.js";
 import { Call } from "./call.js";
+import { ChatPanel } from "./chat.js";
 import { newRecordingState, RecordingUi } from "./recording.js";
 import { RecordingsPanel } from "./recordings.js";
 import { Signaling, signalingUrl } from "./signaling.js";
-import { $, makeTranslator, setBanner, showView, TileGrid, Toasts } from "./ui.js";
+import {
+  $,
+  confirmDialog,
+  makeTranslator,
+  roleLabel,
+  setBanner,
+  showView,
+  TileGrid,
+  Toasts,
+} from "./ui.js";
+import { ImageViewer } from "./viewer.js";
 
 const boot = JSON.parse($("boot").textContent);
 const t = makeTranslator(boot.messages);
@@ -20,7 +33,13 @@ const isObserver = boot.role === "observer";
 const PING_INTERVAL_MS = 15000;
 
 const state = {
-  phase: "join", // join | joining | call | reconnecting | ended
+  phase: "join", // join | joining | waiting | call | reconnecting | ended
+  waiting: null, // {position, total} while in the waiting room
+  waitingRoom: [], // for a host: who waits ({id, name, role, since})
+  rttMs: null, // the last signaling round trip (the waiting room's connection check)
+  iceServers: [], // from `joined`, for a new RTCPeerConnection after a media_reset
+  resumeToken: null, // from `joined`/`waiting`: the same session back after a dropped socket
+  mediaRestarts: 0, // new media connections this page asked for
   self: null, // ParticipantInfo from `joined`
   consultation: null,
   permissions: [],
@@ -35,10 +54,17 @@ const state = {
   slots: [], // the last offer's `tracks`
   recording: newRecordingState(),
   kiosk: Boolean(boot.kiosk),
+  videoUnavailable: false, // the server said this browser cannot use the room's video codec
 };
 /** id -> {id, name, role, audioMuted, videoMuted, producers: {audio?, video?}, self?} */
 const participants = {};
-const hook = { pc: null, state, participants };
+const hook = {
+  pc: null,
+  state,
+  participants,
+  // For tests: lose the signaling socket as a flaky network would.
+  dropSignaling: () => sig?.ws?.close(),
+};
 window.teleconsult = hook;
 
 const local = { stream: null, audio: null, video: null };
@@ -51,7 +77,7 @@ let lastError = null;
 let askedForTap = false;
 
 const toasts = new Toasts($("toasts"));
-const grid = new TileGrid($("grid"), t, { onAutoplayBlocked: askForTap });
+const grid = new TileGrid($("grid"), t, { onAutoplayBlocked: askForTap, onRemove: askToRemove });
 const recordingUi = new RecordingUi({
   t,
   state,
@@ -62,6 +88,32 @@ const recordingUi = new RecordingUi({
     if (panel.dialog.open) panel.refresh();
   },
 });
+const chat = new ChatPanel({
+  t,
+  send: (msg) => Boolean(sig?.send(msg)),
+  self: () => state.self,
+  toasts,
+});
+const viewer = new ImageViewer({
+  t,
+  token: boot.token,
+  consultation: () => state.consultation?.id ?? boot.consultation,
+  send: (msg) => Boolean(sig?.send(msg)),
+  self: () => state.self,
+  nameOf: (id) => participants[id]?.name || t("role.unknown"),
+  toasts,
+  mayClose: () => state.permissions.includes("admit"),
+});
+const videoMode = new VideoModeUi({
+  t,
+  send: (msg) => Boolean(sig?.send(msg)),
+  toasts,
+  grid,
+  pc: () => call?.pc ?? null,
+});
+hook.chat = chat;
+hook.viewer = viewer.state;
+hook.videoMode = videoMode;
 const panel = new RecordingsPanel({
   t,
   token: boot.token,
@@ -141,12 +193,40 @@ function connect() {
   s.open().then(
     () => {
       state.ws = "open";
-      s.send({ type: "join", v: 1, token: boot.token, publish: state.publish });
+      // After a dropped socket, ask for the same session back: the media connection was
+      // never touched. The server answers `resumed`, or `joined` for a new session.
+      const resume = state.resumeToken ? { resume: state.resumeToken } : {};
+      s.send({
+        type: "join",
+        v: 1,
+        token: boot.token,
+        publish: state.publish,
+        videoCodecs: videoCodecs(),
+        ...resume,
+      });
     },
     () => {
       // onClose runs too and schedules the retry.
     },
   );
+}
+
+// The video codecs (of those the server forwards) this browser can both send and receive,
+// so the server can pick one per consultation that everyone present can use; undefined
+// (the server assumes all) where the browser cannot say. An observer only receives.
+function videoCodecs() {
+  const recv = window.RTCRtpReceiver?.getCapabilities?.("video");
+  const send = isObserver ? recv : window.RTCRtpSender?.getCapabilities?.("video");
+  if (!recv || !send) return undefined;
+  const usable = (caps, name) =>
+    caps.codecs.some((c) => {
+      if (c.mimeType.toLowerCase() !== `video/${name.toLowerCase()}`) return false;
+      if (name !== "H264" || !c.sdpFmtpLine) return true;
+      // The server's H.264 is constrained baseline (42e01f) in packetization mode 1.
+      const fmtp = c.sdpFmtpLine.toLowerCase();
+      return /profile-level-id=42[ce]0/.test(fmtp) && fmtp.includes("packetization-mode=1");
+    });
+  return ["VP8", "H264"].filter((name) => usable(send, name) && usable(recv, name));
 }
 
 function scheduleReconnect() {
@@ -181,16 +261,160 @@ async function onMessage(msg) {
     case "error":
       return onError(msg);
     case "bye":
-      return onBye(msg.reason);
+      return onBye(msg.reason, msg.message);
+    case "waiting":
+      return onWaiting(msg);
+    case "media_reset":
+      return onMediaReset();
+    case "resumed":
+      return onResumed();
+    case "waiting_room":
+      return onWaitingRoom(msg.waiting ?? []);
     case "pong":
-      return undefined;
+      return onPong(msg);
+    case "chat":
+      return chat.onMessage(msg);
+    case "chat_history":
+      return chat.onHistory(msg.messages ?? []);
+    case "share":
+      return viewer.onShare(msg);
+    case "share_ended":
+      return viewer.onShareEnded(msg);
+    case "pointer":
+      return viewer.onPointer(msg);
+    case "video_policy":
+      return videoMode.onPolicy(msg);
     default:
       console.warn("teleconsult: unknown message type", msg.type);
       return undefined;
   }
 }
 
+// ------------------------------------------------------------------ the waiting room
+
+const CHECK_INTERVAL_MS = 2000;
+const SLOW_RTT_MS = 400;
+let checkTimer = null;
+let waitingTimer = null;
+
+function onWaiting(msg) {
+  state.phase = "waiting";
+  if (msg.resumeToken) state.resumeToken = msg.resumeToken;
+  state.waiting = { position: msg.position, total: msg.total };
+  reconnectAttempts = 0;
+  setBanner(null);
+  $("waiting-place").textContent =
+    msg.position <= 1 ? t("waiting.next") : t("waiting.place", { position: msg.position });
+  const preview = $("waiting-preview");
+  if (preview && local.video && !preview.srcObject) preview.srcObject = new MediaStream([local.video]);
+  showView("waiting-view");
+  // Nothing of the call reaches this page until the doctor lets us in: no media
+  // connection exists yet. What can be checked is the way to the server.
+  if (checkTimer === null) {
+    const ping = () => sig?.send({ type: "ping", ts: Date.now() });
+    ping();
+    checkTimer = setInterval(ping, CHECK_INTERVAL_MS);
+  }
+}
+
+function stopConnectionCheck() {
+  if (checkTimer !== null) clearInterval(checkTimer);
+  checkTimer = null;
+}
+
+function onPong(msg) {
+  if (typeof msg.ts !== "number") return;
+  state.rttMs = Math.max(0, Date.now() - msg.ts);
+  if (state.phase !== "waiting") return;
+  const check = $("waiting-check");
+  const slow = state.rttMs > SLOW_RTT_MS;
+  check.textContent = t(slow ? "waiting.poor" : "waiting.good", { ms: state.rttMs });
+  check.classList.toggle("good", !slow);
+  check.classList.toggle("poor", slow);
+}
+
+function onWaitingRoom(list) {
+  state.waitingRoom = list;
+  renderWaitingRoom();
+  if (waitingTimer === null && list.length) waitingTimer = setInterval(renderWaitingRoom, 1000);
+  if (!list.length && waitingTimer !== null) {
+    clearInterval(waitingTimer);
+    waitingTimer = null;
+  }
+}
+
+function renderWaitingRoom() {
+  const panel = $("waiting-panel");
+  const list = $("waiting-list");
+  panel.hidden = state.waitingRoom.length === 0 || state.phase !== "call";
+  list.replaceChildren();
+  const now = Date.now() / 1000;
+  for (const w of state.waitingRoom) {
+    const li = document.createElement("li");
+    li.dataset.participantId = w.id;
+    const name = document.createElement("span");
+    name.className = "waiting-name";
+    name.textContent = w.name || t("role.unknown");
+    const role = document.createElement("span");
+    role.className = `role-badge role-${/^[a-z_]+$/.test(w.role) ? w.role : "unknown"}`;
+    role.textContent = roleLabel(t, w.role);
+    const since = document.createElement("span");
+    since.className = "waiting-since";
+    const s = Math.max(0, Math.floor(now - w.since));
+    since.textContent = `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
+    const admit = document.createElement("button");
+    admit.type = "button";
+    admit.className = "btn btn-primary admit-btn";
+    admit.textContent = t("host.admit");
+    admit.addEventListener("click", () => sig?.send({ type: "admit", participantId: w.id }));
+    const away = document.createElement("button");
+    away.type = "button";
+    away.className = "btn send-away-btn";
+    away.textContent = t("host.send_away");
+    away.addEventListener("click", () => askToSendAway(w));
+    li.append(name, role, since, admit, away);
+    list.appendChild(li);
+  }
+}
+
+function askToSendAway(w) {
+  const dialog = $("send-away-dialog");
+  const note = $("send-away-note");
+  $("send-away-title").textContent = t("host.send_away_title", { name: w.name || t("role.unknown") });
+  note.value = "";
+  const done = (yes) => {
+    $("send-away-yes").removeEventListener("click", onYes);
+    $("send-away-no").removeEventListener("click", onNo);
+    if (dialog.open) dialog.close();
+    if (yes) {
+      const message = note.value.trim().slice(0, 200);
+      sig?.send({ type: "send_away", participantId: w.id, ...(message ? { message } : {}) });
+    }
+  };
+  const onYes = () => done(true);
+  const onNo = () => done(false);
+  $("send-away-yes").addEventListener("click", onYes);
+  $("send-away-no").addEventListener("click", onNo);
+  dialog.showModal();
+}
+
+function onResumed() {
+  state.phase = state.resumeFrom ?? "call";
+  state.resumes = (state.resumes ?? 0) + 1;
+  reconnectAttempts = 0;
+  lastError = null;
+  setBanner(null);
+  startPing();
+  // The media may have failed while the signaling was down.
+  if (state.connection === "failed") askForNewMedia();
+}
+
 function onJoined(msg) {
+  stopConnectionCheck();
+  // A new session: whatever connection the last one had goes.
+  if (call) teardownCall();
+  state.resumeToken = msg.resumeToken ?? null;
+  state.waiting = null;
   state.phase = "call";
   reconnectAttempts = 0;
   lastError = null;
@@ -198,6 +422,9 @@ function onJoined(msg) {
   state.self = msg.participant;
   state.consultation = msg.consultation;
   state.permissions = msg.permissions ?? [];
+  // A new session: the server says again if video is still out of reach.
+  state.videoUnavailable = false;
+  $("media-notice").hidden = true;
 
   for (const id of Object.keys(participants)) delete participants[id];
   grid.clearRemote();
@@ -211,24 +438,44 @@ function onJoined(msg) {
     grid.upsert(p);
   }
 
+  state.iceServers = msg.iceServers ?? [];
+  newCall();
+
+  showView("call-view");
+  // A new session: the server tells us about a running recording (and asks) right away,
+  // and sends the chat so far and the image being shown.
+  recordingUi.reset();
+  viewer.reset();
+  chat.reset();
+  videoMode.rejoined();
+  videoMode.render();
+  videoMode.start();
+  updateControls();
+  updateWaiting();
+  // A reconnect starts a new session: tell the others what we had muted.
+  if (state.micMuted) sig?.send({ type: "mute", kind: "audio", muted: true });
+  if (state.camMuted) sig?.send({ type: "mute", kind: "video", muted: true });
+  startPing();
+}
+
+function newCall() {
   const s = sig;
   call = new Call({
-    iceServers: msg.iceServers ?? [],
+    iceServers: state.iceServers,
+    relayOnly: params.get("relay") === "1",
     onCandidate: (c) => s.send(candidateMessage(c)),
     onStateChange: setConnectionState,
   });
   hook.pc = call.pc;
   setConnectionState(call.state());
+}
 
-  showView("call-view");
-  // A new session: the server tells us about a running recording (and asks) right away.
-  recordingUi.reset();
-  updateControls();
-  updateWaiting();
-  // A reconnect starts a new session: tell the others what we had muted.
-  if (state.micMuted) s.send({ type: "mute", kind: "audio", muted: true });
-  if (state.camMuted) s.send({ type: "mute", kind: "video", muted: true });
-  startPing();
+// The consultation's media moved to another server process (the old one died): a new
+// RTCPeerConnection, the same session; the next offer comes for it.
+function onMediaReset() {
+  if (!call) return;
+  call.close();
+  newCall();
 }
 
 function candidateMessage(c) {
@@ -265,6 +512,7 @@ function syncRemoteMedia() {
   for (const p of Object.values(participants)) {
     if (!p.self) grid.setTracks(p.id, tracks.get(p.id) ?? []);
   }
+  videoMode.render();
   updateWaiting();
 }
 
@@ -272,6 +520,7 @@ function onParticipantJoined(p) {
   const known = participants[p.id];
   participants[p.id] = { ...p, producers: known?.producers ?? {} };
   grid.upsert(p);
+  videoMode.render();
   toasts.show(t("call.participant_joined", { name: p.name || t("role.unknown") }));
   updateWaiting();
 }
@@ -306,33 +555,48 @@ function errorText(msg) {
 }
 
 function onError(msg) {
+  if (msg.code === "video_unavailable") return onVideoUnavailable(msg);
   lastError = msg;
   console.warn("teleconsult: server error", msg.code, msg.ref ?? "", msg.message ?? "");
   if (recordingUi.onError(msg)) return;
   toasts.show(errorText(msg), { kind: "error" });
 }
 
-function onBye(reason) {
+// Not an error: this browser cannot use the consultation's video format, so the call goes
+// on with sound only. Say so for as long as it lasts, not in a passing toast.
+function onVideoUnavailable(msg) {
+  console.info("teleconsult: video unavailable:", msg.message ?? "");
+  state.videoUnavailable = true;
+  $("media-notice").hidden = false;
+}
+
+// After these the link no longer opens the room: offering "Join again" would only fail.
+const FINAL_BYES = new Set(["removed", "consultation_ended", "sent_away"]);
+
+function onBye(reason, note) {
   state.endReason = reason;
   const key = `bye.${reason}`;
-  const text = t(key);
+  let text = t(key);
+  // The host's own words, shown as text (never as markup).
+  if (reason === "sent_away" && note) text = t("bye.sent_away_note", { note });
   end(text === key ? t("end.reason", { reason }) : text);
+  $("rejoin-btn").hidden = FINAL_BYES.has(reason);
 }
 
 function onClose(ev) {
   state.ws = "closed";
   stopPing();
   if (state.phase === "ended") return;
-  teardownCall();
   if (ev.code === 4001 || ev.code === 4003) {
+    teardownCall();
     // Token or admission refused: retrying cannot help.
     end(lastError ? errorText(lastError) : ev.reason || t("call.ws_failed"));
+    if (lastError?.code === "revoked_token") $("rejoin-btn").hidden = true;
     return;
   }
-  if (state.phase === "call") {
-    grid.clearRemote();
-    for (const id of Object.keys(participants)) if (!participants[id].self) delete participants[id];
-  }
+  // The call (and its media) goes on while we get the signaling back; `resumed` keeps it,
+  // a `joined` (the session was let go meanwhile) starts over.
+  state.resumeFrom = state.phase === "waiting" ? "waiting" : "call";
   state.phase = state.phase === "join" ? "join" : "reconnecting";
   setBanner(reconnectAttempts >= 5 ? t("call.ws_failed") : t("call.ws_lost"));
   if (state.phase === "reconnecting") scheduleReconnect();
@@ -342,13 +606,39 @@ function onClose(ev) {
 
 function teardownCall() {
   recordingUi.reset();
+  videoMode.stop();
   call?.close();
   call = null;
   hook.pc = null;
   if (state.connection !== "new") setConnectionState("closed");
 }
 
+// A media connection that fails (a network switch: Wi-Fi to 4G, a new address) is replaced:
+// the server makes a new one (media_reset, a new offer) and the call goes on. "disconnected"
+// may recover by itself; after a few seconds of it, it is treated as failed.
+const MEDIA_GRACE_MS = 2500;
+const RESTART_EVERY_MS = 5000;
+let mediaTimer = null;
+let lastRestart = 0;
+
+function watchMedia(s) {
+  if (mediaTimer !== null) clearTimeout(mediaTimer);
+  mediaTimer = null;
+  if (s === "failed") askForNewMedia();
+  else if (s === "disconnected") mediaTimer = setTimeout(askForNewMedia, MEDIA_GRACE_MS);
+}
+
+function askForNewMedia() {
+  mediaTimer = null;
+  const now = Date.now();
+  if (state.phase !== "call" || now - lastRestart < RESTART_EVERY_MS) return;
+  lastRestart = now;
+  state.mediaRestarts = (state.mediaRestarts ?? 0) + 1;
+  sig?.send({ type: "media_restart" });
+}
+
 function setConnectionState(s) {
+  watchMedia(s);
   state.connection = s;
   const box = $("conn-state");
   box.hidden = false;
@@ -361,6 +651,7 @@ function setConnectionState(s) {
 
 function end(text) {
   state.phase = "ended";
+  stopConnectionCheck();
   stopPing();
   if (reconnectTimer !== null) clearTimeout(reconnectTimer);
   reconnectTimer = null;
@@ -403,8 +694,33 @@ function canViewRecordings() {
   return state.permissions.includes("view_recordings");
 }
 
+// ------------------------------------------------------------------ the host
+
+async function askToRemove(id) {
+  const name = participants[id]?.name || t("role.unknown");
+  const yes = await confirmDialog($("confirm-dialog"), {
+    title: t("host.remove_title", { name }),
+    body: t("host.remove_body", { name }),
+    yes: t("host.remove_confirm"),
+  });
+  if (yes) sig?.send({ type: "remove", participantId: id });
+}
+
+async function askToEndForAll() {
+  const yes = await confirmDialog($("confirm-dialog"), {
+    title: t("host.end_title"),
+    body: t("host.end_body"),
+    yes: t("host.end_confirm"),
+  });
+  if (yes) sig?.send({ type: "end" });
+}
+
 function updateControls() {
   $("recordings-btn").hidden = !canViewRecordings();
+  $("share-btn").hidden = !state.permissions.includes("share_images");
+  // Shown for the roles that may; the server checks every remove and end again.
+  $("end-all-btn").hidden = !state.permissions.includes("end_consultation");
+  grid.setCanRemove(state.permissions.includes("remove_participant"));
   recordingUi.render();
   const mic = $("mic-btn");
   const cam = $("cam-btn");
@@ -445,11 +761,24 @@ $("join-btn").addEventListener("click", join);
 $("mic-btn")?.addEventListener("click", () => toggle("audio"));
 $("cam-btn")?.addEventListener("click", () => toggle("video"));
 $("leave-btn").addEventListener("click", leave);
+$("end-all-btn").addEventListener("click", askToEndForAll);
+$("waiting-leave-btn").addEventListener("click", leave);
+$("admit-all-btn").addEventListener("click", () => sig?.send({ type: "admit_all" }));
 $("rejoin-btn").addEventListener("click", () => window.location.reload());
 $("recordings-btn").addEventListener("click", () => panel.open());
+$("share-btn").addEventListener("click", () => {
+  // The image being shown, if it was closed here; else pick a file to show.
+  if (viewer.current && !viewer.dialog.open) viewer.reopen();
+  else $("share-file").click();
+});
+$("share-file").addEventListener("change", (ev) => {
+  const file = ev.target.files?.[0];
+  ev.target.value = "";
+  if (file) viewer.share(file);
+});
 $("end-recordings-btn").addEventListener("click", () => panel.open());
 window.addEventListener("pagehide", () => {
-  if (state.phase === "call") sig?.send({ type: "leave" });
+  if (state.phase === "call" || state.phase === "waiting") sig?.send({ type: "leave" });
 });
 
 showView("join-view");

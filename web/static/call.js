@@ -8,10 +8,14 @@ export class Call {
    *          onCandidate: (c: RTCIceCandidate|null) => void,
    *          onStateChange: (state: string) => void}} opts
    */
-  constructor({ iceServers, onCandidate, onStateChange }) {
+  constructor({ iceServers, relayOnly, onCandidate, onStateChange }) {
     // bundlePolicy stays "balanced" (the default): as the answerer we follow the server's
     // BUNDLE group anyway, and "max-bundle" would refuse an offer with no m-line yet.
-    this.pc = new RTCPeerConnection({ iceServers: iceServers ?? [], rtcpMuxPolicy: "require" });
+    this.pc = new RTCPeerConnection({
+      iceServers: iceServers ?? [],
+      iceTransportPolicy: relayOnly ? "relay" : "all",
+      rtcpMuxPolicy: "require",
+    });
     this.onCandidate = onCandidate;
     this.onStateChange = onStateChange;
     /** @type {Map<string, {mid: string, kind: string, role: string, participantId?: string, producerId?: string}>} */

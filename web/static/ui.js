@@ -61,10 +61,13 @@ export function roleLabel(t, role) {
 
 /** The grid of participant tiles. */
 export class TileGrid {
-  constructor(container, t, { onAutoplayBlocked } = {}) {
+  constructor(container, t, { onAutoplayBlocked, onRemove } = {}) {
     this.container = container;
     this.t = t;
     this.onAutoplayBlocked = onAutoplayBlocked;
+    // Called with a participant id when the host presses Remove on that tile.
+    this.onRemove = onRemove;
+    this.canRemove = false;
     /** @type {Map<string, object>} */
     this.tiles = new Map();
   }
@@ -91,9 +94,17 @@ export class TileGrid {
       const cam = icon("camOff", this.t("call.cam_muted"));
       icons.append(mic, cam);
       caption.append(name, role, icons);
+      let remove = null;
+      if (!self) {
+        remove = el("button", "tile-remove", this.t("host.remove"));
+        remove.type = "button";
+        remove.hidden = !this.canRemove;
+        remove.addEventListener("click", () => this.onRemove?.(p.id));
+        caption.appendChild(remove);
+      }
       root.append(video, placeholder, caption);
       this.container.appendChild(root);
-      tile = { root, video, placeholder, avatar, name, role, mic, cam, self, stream: null, key: "" };
+      tile = { root, video, placeholder, avatar, name, role, mic, cam, remove, self, stream: null, key: "" };
       this.tiles.set(p.id, tile);
     }
     const display = p.name || this.t("role.unknown");
@@ -105,6 +116,12 @@ export class TileGrid {
     this.setMuted(p.id, "video", Boolean(p.videoMuted));
     this._layout();
     return tile;
+  }
+
+  /** Show or hide every Remove button (the host's permission, known once joined). */
+  setCanRemove(allowed) {
+    this.canRemove = allowed;
+    for (const tile of this.tiles.values()) if (tile.remove) tile.remove.hidden = !allowed;
   }
 
   remove(id) {
@@ -169,9 +186,21 @@ export class TileGrid {
     });
   }
 
+  /** This page receives no video of `id` (a low-bandwidth mode): show the placeholder
+   *  rather than a frozen last picture. */
+  setWithheld(id, withheld) {
+    const tile = this.tiles.get(id);
+    if (!tile) return;
+    tile.root.classList.toggle("video-withheld", withheld);
+    this._placeholder(tile);
+  }
+
   _placeholder(tile) {
     const hasVideo = Boolean(tile.stream && tile.stream.getVideoTracks().length);
-    const show = !hasVideo || tile.root.classList.contains("video-muted");
+    const show =
+      !hasVideo ||
+      tile.root.classList.contains("video-muted") ||
+      tile.root.classList.contains("video-withheld");
     tile.placeholder.hidden = !show;
     tile.video.classList.toggle("hidden-video", show);
   }
@@ -186,8 +215,18 @@ export class Toasts {
     this.container = container;
   }
 
-  show(text, { kind = "info", ms = 5000 } = {}) {
+  /** `action`: {label, onClick}, a button on the toast that also dismisses it. */
+  show(text, { kind = "info", ms = 5000, action = null } = {}) {
     const toast = el("div", `toast toast-${kind}`, text);
+    if (action) {
+      const button = el("button", "btn btn-primary toast-action", action.label);
+      button.type = "button";
+      button.addEventListener("click", () => {
+        toast.remove();
+        action.onClick();
+      });
+      toast.appendChild(button);
+    }
     this.container.appendChild(toast);
     while (this.container.children.length > 4) this.container.firstElementChild.remove();
     setTimeout(() => toast.remove(), ms);
@@ -195,7 +234,7 @@ export class Toasts {
 }
 
 export function showView(name) {
-  for (const view of ["join-view", "call-view", "end-view"]) {
+  for (const view of ["join-view", "waiting-view", "call-view", "end-view"]) {
     $(view).hidden = view !== name;
   }
   document.body.dataset.view = name;
@@ -205,4 +244,26 @@ export function setBanner(text) {
   const banner = $("ws-banner");
   banner.textContent = text ?? "";
   banner.hidden = !text;
+}
+
+/** A modal question with big buttons; resolves true for yes. `dialog` is the #confirm-dialog. */
+export function confirmDialog(dialog, { title, body, yes }) {
+  dialog.querySelector("#confirm-title").textContent = title;
+  dialog.querySelector("#confirm-body").textContent = body;
+  dialog.querySelector("#confirm-yes").textContent = yes;
+  return new Promise((resolve) => {
+    const done = (answer) => {
+      dialog.querySelector("#confirm-yes").removeEventListener("click", onYes);
+      dialog.querySelector("#confirm-no").removeEventListener("click", onNo);
+      dialog.removeEventListener("cancel", onNo);
+      if (dialog.open) dialog.close();
+      resolve(answer);
+    };
+    const onYes = () => done(true);
+    const onNo = () => done(false);
+    dialog.querySelector("#confirm-yes").addEventListener("click", onYes);
+    dialog.querySelector("#confirm-no").addEventListener("click", onNo);
+    dialog.addEventListener("cancel", onNo);
+    dialog.showModal();
+  });
 }

@@ -1,0 +1,1 @@
+"""The audit log: every sensitive action in a keyed, checkpointed hash chain."""

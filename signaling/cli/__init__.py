@@ -1,0 +1,1 @@
+"""``teleconsult``: the command line."""

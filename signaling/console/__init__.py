@@ -1,0 +1,1 @@
+"""Staff consoles: login, sessions, the site admin console, live change notices."""

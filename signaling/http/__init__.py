@@ -1,0 +1,1 @@
+"""The HTTP side: pages, the recordings API, the connection guard, log hygiene, TLS."""

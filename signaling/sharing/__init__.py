@@ -1,0 +1,1 @@
+"""Sharing in a call: images (photos and DICOM) shown to everyone, over HTTP."""
