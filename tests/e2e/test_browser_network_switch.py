@@ -157,6 +157,8 @@ async def test_a_network_switch_costs_at_most_three_seconds_of_media(
         state = await patient.evaluate(
             "({resumes: window.teleconsult.state.resumes ?? 0,"
             " restarts: window.teleconsult.state.mediaRestarts ?? 0,"
+            " abandoned: window.teleconsult.state.abandoned,"
+            f" ladder: window.teleconsult.state.ladder.map(([t, s]) => [t - {t_patient}, s]),"
             " id: window.teleconsult.state.self.id, phase: window.teleconsult.state.phase})"
         )
         print(f"network switch to {new_address}: gaps {gaps}, patient {state}")
@@ -206,3 +208,5 @@ async def test_forty_seconds_without_udp_and_the_call_comes_back_by_itself(
         )
         await doctor.screenshot(path=str(ARTIFACTS / "browser-udp-blackhole-doctor.png"))
         assert await patient.evaluate("window.teleconsult.state.self.id") == me
+        # The same session, and it came back quickly: nobody had to rejoin.
+        assert max(first["doctor"] - t_doctor, first["patient"] - t_patient) <= 5000, first

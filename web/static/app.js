@@ -14,6 +14,7 @@ import { ChatPanel } from "./chat.js";
 import { newRecordingState, RecordingUi } from "./recording.js";
 import { RecordingsPanel } from "./recordings.js";
 import { Signaling, signalingUrl } from "./signaling.js";
+import { StallWatch } from "./stall.js";
 import {
   $,
   confirmDialog,
@@ -31,6 +32,13 @@ const t = makeTranslator(boot.messages);
 const params = new URLSearchParams(window.location.search);
 const isObserver = boot.role === "observer";
 const PING_INTERVAL_MS = 15000;
+// A socket whose address is gone (a phone moving from Wi-Fi to 4G) stays "open" for minutes
+// while TCP retransmits into nothing. A ping unanswered by its deadline proves it dead: the
+// page abandons it and resumes the session on a new one. The routine ping allows for a slow
+// link; the probe sent the moment the media connection falters is short, because that is
+// when a dead socket costs seconds of picture.
+const PONG_DEADLINE_MS = 6000;
+const PROBE_DEADLINE_MS = 1000;
 
 const state = {
   phase: "join", // join | joining | waiting | call | reconnecting | ended
@@ -51,6 +59,9 @@ const state = {
   camMuted: false,
   endReason: null,
   offers: 0, // offers answered in this session
+  abandoned: 0, // signaling sockets given up for want of a pong
+  stalled: false, // the media connection stopped bringing anything in (stall.js)
+  ladder: [], // the last steps of the reconnect ladder, [ms since epoch, step] (for tests)
   slots: [], // the last offer's `tracks`
   recording: newRecordingState(),
   kiosk: Boolean(boot.kiosk),
@@ -71,12 +82,25 @@ const local = { stream: null, audio: null, video: null };
 let sig = null;
 let call = null;
 let pingTimer = null;
+let pongTimer = null;
 let reconnectTimer = null;
 let reconnectAttempts = 0;
 let lastError = null;
 let askedForTap = false;
 
 const toasts = new Toasts($("toasts"));
+const stallWatch = new StallWatch(
+  () => hook.pc,
+  () => {
+    state.stalled = true;
+    step("media stalled");
+    probeSignaling(PROBE_DEADLINE_MS);
+  },
+  () => {
+    state.stalled = false;
+    step("media flowing");
+  },
+);
 const grid = new TileGrid($("grid"), t, { onAutoplayBlocked: askForTap, onRemove: askToRemove });
 const recordingUi = new RecordingUi({
   t,
@@ -323,6 +347,8 @@ function stopConnectionCheck() {
 }
 
 function onPong(msg) {
+  if (pongTimer !== null) clearTimeout(pongTimer);
+  pongTimer = null;
   if (typeof msg.ts !== "number") return;
   state.rttMs = Math.max(0, Date.now() - msg.ts);
   if (state.phase !== "waiting") return;
@@ -405,8 +431,14 @@ function onResumed() {
   lastError = null;
   setBanner(null);
   startPing();
-  // The media may have failed while the signaling was down.
-  if (state.connection === "failed") askForNewMedia();
+  step("resumed");
+  // The media may have failed while the signaling was down, and a restart asked for on a
+  // socket that turned out dead never arrived: ask now. A stall that came with a dead
+  // socket is a network switch: the old media path is gone too.
+  if (state.stalled || state.connection === "failed" || state.connection === "disconnected") {
+    lastRestart = 0;
+    askForNewMedia();
+  }
 }
 
 function onJoined(msg) {
@@ -456,6 +488,7 @@ function onJoined(msg) {
   if (state.micMuted) sig?.send({ type: "mute", kind: "audio", muted: true });
   if (state.camMuted) sig?.send({ type: "mute", kind: "video", muted: true });
   startPing();
+  stallWatch.start();
 }
 
 function newCall() {
@@ -586,6 +619,7 @@ function onBye(reason, note) {
 function onClose(ev) {
   state.ws = "closed";
   stopPing();
+  step(`socket closed ${ev.code}`);
   if (state.phase === "ended") return;
   if (ev.code === 4001 || ev.code === 4003) {
     teardownCall();
@@ -622,8 +656,13 @@ let mediaTimer = null;
 let lastRestart = 0;
 
 function watchMedia(s) {
+  if (s === state.connection) return;
   if (mediaTimer !== null) clearTimeout(mediaTimer);
   mediaTimer = null;
+  step(`media ${s}`);
+  // Whatever cut the media may have cut the signaling too: find out now, not at the next
+  // routine ping, or the restart below goes down a dead socket.
+  if (s === "failed" || s === "disconnected") probeSignaling(PROBE_DEADLINE_MS);
   if (s === "failed") askForNewMedia();
   else if (s === "disconnected") mediaTimer = setTimeout(askForNewMedia, MEDIA_GRACE_MS);
 }
@@ -634,6 +673,7 @@ function askForNewMedia() {
   if (state.phase !== "call" || now - lastRestart < RESTART_EVERY_MS) return;
   lastRestart = now;
   state.mediaRestarts = (state.mediaRestarts ?? 0) + 1;
+  step("media_restart");
   sig?.send({ type: "media_restart" });
 }
 
@@ -653,6 +693,7 @@ function end(text) {
   state.phase = "ended";
   stopConnectionCheck();
   stopPing();
+  stallWatch.stop();
   if (reconnectTimer !== null) clearTimeout(reconnectTimer);
   reconnectTimer = null;
   sig?.close();
@@ -668,12 +709,49 @@ function end(text) {
 
 function startPing() {
   stopPing();
-  pingTimer = setInterval(() => sig?.send({ type: "ping", ts: Date.now() }), PING_INTERVAL_MS);
+  pingTimer = setInterval(() => probeSignaling(PONG_DEADLINE_MS), PING_INTERVAL_MS);
 }
 
 function stopPing() {
   if (pingTimer !== null) clearInterval(pingTimer);
   pingTimer = null;
+  if (pongTimer !== null) clearTimeout(pongTimer);
+  pongTimer = null;
+}
+
+// A ping that must be answered within `deadlineMs`; a shorter deadline replaces a longer one.
+let pongDue = 0;
+function probeSignaling(deadlineMs) {
+  if (!sig || state.ws !== "open" || state.phase === "ended") return;
+  const due = Date.now() + deadlineMs;
+  if (pongTimer !== null && pongDue <= due) return;
+  if (pongTimer !== null) clearTimeout(pongTimer);
+  pongDue = due;
+  pongTimer = setTimeout(abandonSocket, deadlineMs);
+  sig.send({ type: "ping", ts: Date.now() });
+}
+
+// The socket is dead though the browser still calls it open: stop listening to it (its
+// close, whenever it comes, is ignored) and resume the session on a new one at once. The
+// server lets the old one go when the new one resumes.
+function abandonSocket() {
+  pongTimer = null;
+  const dead = sig;
+  if (!dead || state.phase === "ended") return;
+  state.abandoned += 1;
+  step("no pong: socket abandoned");
+  sig = null;
+  dead.close(4000, "no pong");
+  onClose({ code: 4000, reason: "no pong" });
+  if (reconnectTimer !== null) clearTimeout(reconnectTimer);
+  connect();
+}
+
+// The reconnect ladder's steps, kept short, for tests and for a person reading the console.
+function step(what) {
+  state.ladder.push([Date.now(), what]);
+  if (state.ladder.length > 50) state.ladder.shift();
+  console.info("teleconsult:", what);
 }
 
 function updateWaiting() {
