@@ -207,6 +207,37 @@ class VideoPolicy(_Message):
     mode: VideoMode
 
 
+class RaiseHand(_Message):
+    """Ward round: ask the attending for the floor (needs ``publish``)."""
+
+    type: Literal["raise_hand"]
+
+
+class LowerHand(_Message):
+    type: Literal["lower_hand"]
+
+
+class GiveFloor(_Message):
+    """Ward round (needs ``floor``): this participant's audio is forwarded again; whoever
+    held the floor before is paused."""
+
+    type: Literal["give_floor"]
+    participantId: ParticipantId
+
+
+class TakeFloor(_Message):
+    """Ward round (needs ``floor``): this participant's audio is paused by the server."""
+
+    type: Literal["take_floor"]
+    participantId: ParticipantId
+
+
+class MuteAllButMe(_Message):
+    """Ward round (needs ``floor``): every other publisher's audio is paused."""
+
+    type: Literal["mute_all_but_me"]
+
+
 ClientMessage = Annotated[
     Join
     | Answer
@@ -226,7 +257,12 @@ ClientMessage = Annotated[
     | Share
     | Unshare
     | Pointer
-    | VideoPolicy,
+    | VideoPolicy
+    | RaiseHand
+    | LowerHand
+    | GiveFloor
+    | TakeFloor
+    | MuteAllButMe,
     Field(discriminator="type"),
 ]
 _client_adapter: TypeAdapter[ClientMessage] = TypeAdapter(ClientMessage)
@@ -479,6 +515,17 @@ class VideoPolicyState(_Message):
     showing: str | None = None
 
 
+class FloorState(_Message):
+    """Ward round, to everyone on every change and on joining: who has the floor (their
+    audio is forwarded; absent: nobody of those held) and the raised hands, oldest first."""
+
+    type: Literal["floor"] = "floor"
+    holder: str | None = None
+    hands: list[str] = Field(default_factory=list)
+    # Whose audio is held by the floor (they cannot unmute themselves).
+    held: list[str] = Field(default_factory=list)
+
+
 ErrorCode = Literal[
     "malformed",  # not JSON, not an object, or fails validation
     "unknown_type",
@@ -540,6 +587,7 @@ ServerMessage = Annotated[
     | ShareEnded
     | PointerMoved
     | VideoPolicyState
+    | FloorState
     | Error,
     Field(discriminator="type"),
 ]
@@ -566,6 +614,11 @@ CLIENT_TYPES = frozenset(
         "unshare",
         "pointer",
         "video_policy",
+        "raise_hand",
+        "lower_hand",
+        "give_floor",
+        "take_floor",
+        "mute_all_but_me",
     ]
 )
 

@@ -37,6 +37,7 @@ from signaling import protocol as p
 from signaling.audit.log import AuditLog
 from signaling.room.chat import RoomChat
 from signaling.room.consent import RecordingConsent
+from signaling.room.floor import Floor, holds
 from signaling.room.incoming_video import IncomingVideo
 from signaling.room.limits import TokenBucket
 from signaling.room.members import (
@@ -114,6 +115,7 @@ class Room:
         self.chat = RoomChat(self, keeping)
         self.images = RoomImages(self, keeping)
         self.incoming_video = IncomingVideo(self)
+        self.floor = Floor(self)
 
     def __repr__(self) -> str:
         return f"Room({self.consultation_id}, members={len(self.members)})"
@@ -170,6 +172,8 @@ class Room:
             name=grant.name,
             role=grant.role,
             joined_at=now,
+            # A remote expert in a ward round starts held (floor.py): shown muted at once.
+            audio_muted=holds(grant),
         )
         member = Member(
             participant,
@@ -305,6 +309,7 @@ class Room:
             subscribe=can(grant.role, Permission.subscribe),
             video_codecs=member.video_codecs,
         )
+        await self.floor.joined(member)
         self.images.joined(member)
         await self.chat.joined(member)
 
@@ -329,6 +334,7 @@ class Room:
         self.broadcast(p.ParticipantLeft(participantId=participant_id))
         self.images.left(participant_id)
         self.incoming_video.left(participant_id)
+        self.floor.left(participant_id)
         if self.recording is not None:
             if self.members:
                 await self.recording.left(participant_id)
@@ -398,6 +404,7 @@ class Room:
         link.post(p.Resumed())
         for message in previous.messages if isinstance(previous, HeldLink) else ():
             link.post(message)
+        self.floor.resumed(member)
         self.audit.record("resumed", consultation=self.consultation_id, participant=member.id)
         log.info("participant %s: session resumed", member.id)
         return member
@@ -481,6 +488,14 @@ class Room:
             self.images.move_pointer(member, message)
         elif isinstance(message, p.VideoPolicy):
             await self.incoming_video.set(member, message.mode)
+        elif isinstance(message, p.RaiseHand | p.LowerHand):
+            await self.floor.raise_hand(member, isinstance(message, p.RaiseHand))
+        elif isinstance(message, p.GiveFloor):
+            await self.floor.give(member, message.participantId)
+        elif isinstance(message, p.TakeFloor):
+            await self.floor.take(member, message.participantId)
+        elif isinstance(message, p.MuteAllButMe):
+            await self.floor.mute_all_but(member)
         elif isinstance(message, p.End):
             if not can(role, Permission.end_consultation):
                 raise p.ProtocolError("forbidden", f"role {role} may not end it", "end")
@@ -545,6 +560,9 @@ class Room:
     async def _mute(self, member: Member, kind: Kind, muted: bool) -> None:
         if not can(member.grant.role, Permission.publish):
             raise p.ProtocolError("forbidden", "nothing to mute: this role cannot publish", "mute")
+        if kind == "audio" and not muted and not self.floor.may_unmute(member):
+            # A ward round's remote voice is heard only with the floor (floor.py).
+            raise p.ProtocolError("forbidden", "ask for the floor: raise your hand", "mute")
         # Enforced by the Worker, not only reported: a client that keeps sending after
         # saying "muted" (or a modified page) reaches nobody.
         await self.worker.pause_producers(self.consultation_id, member.id, kind, muted)
@@ -648,9 +666,7 @@ class Room:
         member = self.members.get(participant_id)
         if member is None:
             return
-        recovering = reason.startswith("media connection") and not isinstance(
-            member.link, HeldLink
-        )
+        recovering = reason.startswith("media connection") and not isinstance(member.link, HeldLink)
         now = time.monotonic()
         attempts, last = self._recoveries.get(participant_id, (0, now))
         if now - last > RECOVERY_FORGOTTEN_S:

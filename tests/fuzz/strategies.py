@@ -544,6 +544,14 @@ def video_policy() -> st.SearchStrategy[Frame]:
     return message("video_policy", {"mode": either(modes, hostile_text(16))})
 
 
+def give_floor() -> st.SearchStrategy[Frame]:
+    return message("give_floor", {"participantId": either(_participant_ids(), hostile_text(64))})
+
+
+def take_floor() -> st.SearchStrategy[Frame]:
+    return message("take_floor", {"participantId": either(_participant_ids(), hostile_text(64))})
+
+
 def bare(type_: str) -> st.SearchStrategy[Frame]:
     return message(type_, {})
 
@@ -568,6 +576,11 @@ MESSAGE_TYPES: dict[str, Callable[[], st.SearchStrategy[Frame]]] = {
     "unshare": lambda: bare("unshare"),
     "pointer": pointer,
     "video_policy": video_policy,
+    "raise_hand": lambda: bare("raise_hand"),
+    "lower_hand": lambda: bare("lower_hand"),
+    "give_floor": give_floor,
+    "take_floor": take_floor,
+    "mute_all_but_me": lambda: bare("mute_all_but_me"),
 }
 assert set(MESSAGE_TYPES) == p.CLIENT_TYPES  # a new client type needs a strategy here
 
