@@ -26,6 +26,7 @@ from rooms.redis_store import RedisRoomStore
 from rooms.store import RoomStore
 from signaling.audit.log import AuditLog
 from signaling.config import ServerConfig
+from signaling.console import ward_api
 from signaling.console.cipher import KeystoreCipher
 from signaling.console.clinic import CLINIC
 from signaling.console.frontdesk import setup_frontdesk
@@ -152,9 +153,11 @@ def create_app(config: ServerConfig, *, store: RoomStore | None = None) -> web.A
     setup_frontdesk(app, config, database, audit)
     # Chat and shared images: kept with the consultation's record, sealed with its key; the
     # front desk's file workers do their CPU and disk work.
-    rooms.use_sharing(
-        Sharing.build(database, KeystoreCipher(recording_store.keystore), app[CLINIC].files)
-    )
+    sharing = Sharing.build(database, KeystoreCipher(recording_store.keystore), app[CLINIC].files)
+    rooms.use_sharing(sharing)
+    # A ward round's agenda, kept the same way (its routes are the front desk's API's).
+    assert sharing.ward is not None
+    ward_api.setup(app, rooms, sharing.ward)
     sharing_api.setup(app, rooms, config.secret)
     app.on_startup.append(_open_records)
     if config.webhooks.endpoints:

@@ -238,6 +238,20 @@ class MuteAllButMe(_Message):
     type: Literal["mute_all_but_me"]
 
 
+class AgendaNext(_Message):
+    """Ward round (needs ``floor``): on to the next bed of the agenda (from the last: the
+    round is done)."""
+
+    type: Literal["agenda_next"]
+
+
+class AgendaGoto(_Message):
+    """Ward round (needs ``floor``): to this bed of the agenda."""
+
+    type: Literal["agenda_goto"]
+    bedId: Annotated[str, Field(pattern=r"^bed_[0-9a-f]{16}$")]
+
+
 ClientMessage = Annotated[
     Join
     | Answer
@@ -262,7 +276,9 @@ ClientMessage = Annotated[
     | LowerHand
     | GiveFloor
     | TakeFloor
-    | MuteAllButMe,
+    | MuteAllButMe
+    | AgendaNext
+    | AgendaGoto,
     Field(discriminator="type"),
 ]
 _client_adapter: TypeAdapter[ClientMessage] = TypeAdapter(ClientMessage)
@@ -526,6 +542,28 @@ class FloorState(_Message):
     held: list[str] = Field(default_factory=list)
 
 
+class BedInfo(_Message):
+    """A bed of the agenda. ``patientRef`` and ``note`` only to the clinicians (doctor,
+    nurse, expert); observers and patients see the label."""
+
+    id: str
+    label: str
+    patientRef: str | None = None
+    note: str | None = None
+
+
+class AgendaState(_Message):
+    """Ward round, to everyone on every change, on joining and on resuming: the current bed
+    (absent: not started, or done), the next one, the current bed's place (1-based)."""
+
+    type: Literal["agenda"] = "agenda"
+    current: BedInfo | None = None
+    next: BedInfo | None = None
+    position: int | None = None
+    total: int = 0
+    done: bool = False
+
+
 ErrorCode = Literal[
     "malformed",  # not JSON, not an object, or fails validation
     "unknown_type",
@@ -588,6 +626,7 @@ ServerMessage = Annotated[
     | PointerMoved
     | VideoPolicyState
     | FloorState
+    | AgendaState
     | Error,
     Field(discriminator="type"),
 ]
@@ -619,6 +658,8 @@ CLIENT_TYPES = frozenset(
         "give_floor",
         "take_floor",
         "mute_all_but_me",
+        "agenda_next",
+        "agenda_goto",
     ]
 )
 

@@ -143,6 +143,7 @@ class Floor:
         self.hands.pop(participant_id, None)
         self.held.discard(participant_id)
         await self._pause(participant_id, False, held=False)
+        self._room.agenda.floor_given(target)
         self._audit("floor_given", member, participant_id)
         self.announce()
 

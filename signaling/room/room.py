@@ -35,6 +35,7 @@ from rooms.store import RoomStore
 from signaling import events as ev
 from signaling import protocol as p
 from signaling.audit.log import AuditLog
+from signaling.room.agenda import Agenda
 from signaling.room.chat import RoomChat
 from signaling.room.consent import RecordingConsent
 from signaling.room.floor import Floor, holds
@@ -116,6 +117,7 @@ class Room:
         self.images = RoomImages(self, keeping)
         self.incoming_video = IncomingVideo(self)
         self.floor = Floor(self)
+        self.agenda = Agenda(self, keeping)
 
     def __repr__(self) -> str:
         return f"Room({self.consultation_id}, members={len(self.members)})"
@@ -310,6 +312,7 @@ class Room:
             video_codecs=member.video_codecs,
         )
         await self.floor.joined(member)
+        await self.agenda.joined(member)
         self.images.joined(member)
         await self.chat.joined(member)
 
@@ -347,6 +350,8 @@ class Room:
             )
         )
         if not self.members:
+            # The round is over here: the bed it was at gets its summary.
+            self.agenda.file_visit()
             self.events.publish(
                 ev.ConsultationEnded(
                     consultation=self.consultation_id,
@@ -405,6 +410,7 @@ class Room:
         for message in previous.messages if isinstance(previous, HeldLink) else ():
             link.post(message)
         self.floor.resumed(member)
+        self.agenda.resumed(member)
         self.audit.record("resumed", consultation=self.consultation_id, participant=member.id)
         log.info("participant %s: session resumed", member.id)
         return member
@@ -496,6 +502,10 @@ class Room:
             await self.floor.take(member, message.participantId)
         elif isinstance(message, p.MuteAllButMe):
             await self.floor.mute_all_but(member)
+        elif isinstance(message, p.AgendaNext):
+            await self.agenda.move(member, None)
+        elif isinstance(message, p.AgendaGoto):
+            await self.agenda.move(member, message.bedId)
         elif isinstance(message, p.End):
             if not can(role, Permission.end_consultation):
                 raise p.ProtocolError("forbidden", f"role {role} may not end it", "end")
@@ -567,6 +577,8 @@ class Room:
         # saying "muted" (or a modified page) reaches nobody.
         await self.worker.pause_producers(self.consultation_id, member.id, kind, muted)
         await self.store.set_muted(self.consultation_id, member.id, kind, muted)
+        if kind == "audio" and not muted:
+            self.agenda.heard(member)
         self.broadcast(
             p.MuteChanged(participantId=member.id, kind=kind, muted=muted), exclude=member.id
         )
