@@ -238,6 +238,14 @@ class MuteAllButMe(_Message):
     type: Literal["mute_all_but_me"]
 
 
+class SetBedside(_Message):
+    """Ward round (needs ``floor``): whose video is the bedside's, shown large to everyone
+    (absent: the server's choice, the first nurse, else the first doctor)."""
+
+    type: Literal["set_bedside"]
+    participantId: ParticipantId | None = None
+
+
 class AgendaNext(_Message):
     """Ward round (needs ``floor``): on to the next bed of the agenda (from the last: the
     round is done)."""
@@ -277,6 +285,7 @@ ClientMessage = Annotated[
     | GiveFloor
     | TakeFloor
     | MuteAllButMe
+    | SetBedside
     | AgendaNext
     | AgendaGoto,
     Field(discriminator="type"),
@@ -540,6 +549,9 @@ class FloorState(_Message):
     hands: list[str] = Field(default_factory=list)
     # Whose audio is held by the floor (they cannot unmute themselves).
     held: list[str] = Field(default_factory=list)
+    # The bedside device (pages show its video large): marked by the attending, else the
+    # first nurse, else the first doctor.
+    bedside: str | None = None
 
 
 class BedInfo(_Message):
@@ -658,6 +670,7 @@ CLIENT_TYPES = frozenset(
         "give_floor",
         "take_floor",
         "mute_all_but_me",
+        "set_bedside",
         "agenda_next",
         "agenda_goto",
     ]

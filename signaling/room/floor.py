@@ -64,10 +64,29 @@ class Floor:
         # Participants whose audio the floor pauses (held roles without the floor).
         self.held: set[str] = set()
         self.active = False
+        # The participant the attending marked as the bedside device, if any.
+        self.marked: str | None = None
         self._buckets: dict[str, TokenBucket] = {}
 
     def state(self) -> p.FloorState:
-        return p.FloorState(holder=self.holder, hands=list(self.hands), held=sorted(self.held))
+        return p.FloorState(
+            holder=self.holder,
+            hands=list(self.hands),
+            held=sorted(self.held),
+            bedside=self.bedside(),
+        )
+
+    def bedside(self) -> str | None:
+        """Whose video is shown large: the one marked, else the first nurse, else the first
+        doctor to have joined (members are kept in the order they were seated)."""
+        members = self._room.members
+        if self.marked in members:
+            return self.marked
+        for role in (Role.nurse, Role.doctor):
+            found = next((m.id for m in members.values() if m.grant.role == role), None)
+            if found is not None:
+                return found
+        return None
 
     def announce(self) -> None:
         if self.active:
@@ -85,22 +104,21 @@ class Floor:
             room = self._room
             # Shown muted already: their Participant joined the store muted (Room.join).
             await room.worker.pause_producers(room.consultation_id, member.id, "audio", True)
-            self.announce()
-        else:
-            member.link.post(self.state())
+        # Everyone: the newcomer may be the bedside now.
+        self.announce()
 
     def resumed(self, member: Member) -> None:
         if self.active:
             member.link.post(self.state())
 
     def left(self, participant_id: str) -> None:
-        changed = participant_id in self.hands or participant_id == self.holder
         self.hands.pop(participant_id, None)
         self.held.discard(participant_id)
         if self.holder == participant_id:
             self.holder = None
-        if changed:
-            self.announce()
+        if self.marked == participant_id:
+            self.marked = None
+        self.announce()
 
     def may_unmute(self, member: Member) -> bool:
         return member.id not in self.held
@@ -167,6 +185,14 @@ class Floor:
             if other.id != member.id and can(other.grant.role, Permission.publish):
                 await self._pause(other.id, True, held=joins_held(other))
         self._audit("mute_all_but_me", member)
+        self.announce()
+
+    def mark_bedside(self, member: Member, participant_id: str | None) -> None:
+        self._may(member, "set_bedside")
+        if participant_id is not None and participant_id not in self._room.members:
+            raise p.ProtocolError("unexpected", "no such participant here", "set_bedside")
+        self.marked = participant_id
+        self._audit("bedside_marked", member, participant_id)
         self.announce()
 
     # ------------------------------------------------------------ helpers

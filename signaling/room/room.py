@@ -502,6 +502,8 @@ class Room:
             await self.floor.take(member, message.participantId)
         elif isinstance(message, p.MuteAllButMe):
             await self.floor.mute_all_but(member)
+        elif isinstance(message, p.SetBedside):
+            self.floor.mark_bedside(member, message.participantId)
         elif isinstance(message, p.AgendaNext):
             await self.agenda.move(member, None)
         elif isinstance(message, p.AgendaGoto):

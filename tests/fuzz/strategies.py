@@ -552,6 +552,12 @@ def take_floor() -> st.SearchStrategy[Frame]:
     return message("take_floor", {"participantId": either(_participant_ids(), hostile_text(64))})
 
 
+def set_bedside() -> st.SearchStrategy[Frame]:
+    return message(
+        "set_bedside", {"participantId": either(st.none() | _participant_ids(), hostile_text(64))}
+    )
+
+
 def agenda_goto() -> st.SearchStrategy[Frame]:
     ids = st.text("0123456789abcdef", min_size=16, max_size=16).map(lambda s: "bed_" + s)
     return message("agenda_goto", {"bedId": either(ids, hostile_text(64))})
@@ -586,6 +592,7 @@ MESSAGE_TYPES: dict[str, Callable[[], st.SearchStrategy[Frame]]] = {
     "give_floor": give_floor,
     "take_floor": take_floor,
     "mute_all_but_me": lambda: bare("mute_all_but_me"),
+    "set_bedside": set_bedside,
     "agenda_next": lambda: bare("agenda_next"),
     "agenda_goto": agenda_goto,
 }

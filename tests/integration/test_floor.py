@@ -45,6 +45,18 @@ async def test_remote_experts_join_held_and_speak_only_with_the_floor(
     assert other.frames_from(eid, "audio") == 0
     state = _floor(attending)
     assert state is not None and state.holder is None and set(state.held) == {eid, oid}
+    # The bedside, shown large: the first nurse, unless the attending marks another.
+    assert state.bedside == nid
+    await expert.send(p.SetBedside(type="set_bedside", participantId=eid))
+    assert await expert.wait_for(lambda: bool(_errors(expert, "set_bedside")), 5)
+    await attending.send(p.SetBedside(type="set_bedside", participantId=oid))
+    assert await bedside.wait_for(
+        lambda: (s := _floor(bedside)) is not None and s.bedside == oid, 5
+    )
+    await attending.send(p.SetBedside(type="set_bedside"))
+    assert await bedside.wait_for(
+        lambda: (s := _floor(bedside)) is not None and s.bedside == nid, 5
+    )
     worker_room = harness.worker.room(consultation)
     assert worker_room is not None
     (producer,) = [x for x in worker_room.producers.values()
