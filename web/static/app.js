@@ -26,6 +26,7 @@ import {
   Toasts,
 } from "./ui.js";
 import { ImageViewer } from "./viewer.js";
+import { WardRound } from "./wardround.js";
 
 const boot = JSON.parse($("boot").textContent);
 const t = makeTranslator(boot.messages);
@@ -135,6 +136,16 @@ const videoMode = new VideoModeUi({
   grid,
   pc: () => call?.pc ?? null,
 });
+const ward = new WardRound({
+  t,
+  send: (msg) => Boolean(sig?.send(msg)),
+  self: () => state.self,
+  participants,
+  grid,
+  toasts,
+  permissions: () => state.permissions,
+});
+hook.ward = ward.state;
 hook.chat = chat;
 hook.viewer = viewer.state;
 hook.videoMode = videoMode;
@@ -308,6 +319,10 @@ async function onMessage(msg) {
       return viewer.onPointer(msg);
     case "video_policy":
       return videoMode.onPolicy(msg);
+    case "floor":
+      return ward.onFloor(msg);
+    case "agenda":
+      return ward.onAgenda(msg);
     default:
       console.warn("teleconsult: unknown message type", msg.type);
       return undefined;
@@ -482,6 +497,7 @@ function onJoined(msg) {
   videoMode.rejoined();
   videoMode.render();
   videoMode.start();
+  ward.joined();
   updateControls();
   updateWaiting();
   // A reconnect starts a new session: tell the others what we had muted.
