@@ -155,9 +155,8 @@ def create_app(config: ServerConfig, *, store: RoomStore | None = None) -> web.A
     # front desk's file workers do their CPU and disk work.
     sharing = Sharing.build(database, KeystoreCipher(recording_store.keystore), app[CLINIC].files)
     rooms.use_sharing(sharing)
-    # A ward round's agenda, kept the same way (its routes are the front desk's API's).
-    assert sharing.ward is not None
-    ward_api.setup(app, rooms, sharing.ward)
+    # A ward round's agenda (its routes are the front desk API's): live Rooms told of changes.
+    ward_api.setup(app, rooms)
     sharing_api.setup(app, rooms, config.secret)
     app.on_startup.append(_open_records)
     if config.webhooks.endpoints:

@@ -16,14 +16,13 @@ from pydantic import Field
 
 from rooms.consultation import ConsultationKind
 from rooms.records.errors import Conflict, Forbidden
-from rooms.records.ward import MAX_LABEL, MAX_NOTE, MAX_PATIENT_REF, Bed, WardBeds
+from rooms.records.ward import MAX_LABEL, MAX_NOTE, MAX_PATIENT_REF, Bed
 from rooms.roles import StaffRole
 from signaling.console.api import ApiModel, Caller, route
 from signaling.console.clinic import ClinicService
 from signaling.room.rooms import Rooms
 
 _ROOMS: web.AppKey[Rooms] = web.AppKey("ward_rooms", Rooms)
-_BEDS: web.AppKey[WardBeds] = web.AppKey("ward_beds", WardBeds)
 # Staff who may change an agenda (a site's hospital system may too).
 _LEADS = frozenset({StaffRole.doctor, StaffRole.nurse})
 
@@ -52,10 +51,10 @@ class AgendaOut(ApiModel):
     current: str | None = None
 
 
-def setup(app: web.Application, rooms: Rooms, beds: WardBeds) -> None:
-    """The routes are registered with the front desk's (signaling/console/api.py)."""
+def setup(app: web.Application, rooms: Rooms) -> None:
+    """The routes are registered with the front desk's (signaling/console/api.py); the
+    Rooms are told when an agenda changes."""
     app[_ROOMS] = rooms
-    app[_BEDS] = beds
 
 
 async def _ward_round(
@@ -70,8 +69,8 @@ async def _ward_round(
     return consultation_id
 
 
-async def _agenda(request: web.Request, consultation_id: str) -> AgendaOut:
-    beds = await request.app[_BEDS].beds(consultation_id)
+async def _agenda(service: ClinicService, request: web.Request, consultation_id: str) -> AgendaOut:
+    beds = await service.clinic.ward.beds(consultation_id)
     room = request.app[_ROOMS].get(consultation_id)
     current = room.agenda.bed if room is not None else None
     return AgendaOut(beds=[_bed(b) for b in beds], current=current.id if current else None)
@@ -104,7 +103,7 @@ async def get_agenda(
 ) -> AgendaOut:
     """A ward round's agenda of beds, with each bed's summary once visited"""
     consultation_id = await _ward_round(service, caller, request, change=False)
-    return await _agenda(request, consultation_id)
+    return await _agenda(service, request, consultation_id)
 
 
 @route("POST", "/consultations/{consultation}/agenda", NewBed, BedOut, status=201)
@@ -113,7 +112,7 @@ async def add_bed(
 ) -> BedOut:
     """Add a bed at the end of a ward round's agenda"""
     consultation_id = await _ward_round(service, caller, request, change=True)
-    bed = await request.app[_BEDS].add(consultation_id, body.label, body.patient_ref, body.note)
+    bed = await service.clinic.ward.add(consultation_id, body.label, body.patient_ref, body.note)
     _changed(service, caller, request, "agenda_bed_added", consultation_id, bed.id)
     return _bed(bed)
 
@@ -125,6 +124,6 @@ async def remove_bed(
     """Take a bed off a ward round's agenda"""
     consultation_id = await _ward_round(service, caller, request, change=True)
     bed_id = request.match_info["bed"]
-    await request.app[_BEDS].remove(consultation_id, bed_id)
+    await service.clinic.ward.remove(consultation_id, bed_id)
     _changed(service, caller, request, "agenda_bed_removed", consultation_id, bed_id)
-    return await _agenda(request, consultation_id)
+    return await _agenda(service, request, consultation_id)

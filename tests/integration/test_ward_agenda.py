@@ -156,6 +156,11 @@ async def test_the_agenda_is_set_up_kept_sealed_and_moved_through_by_the_attendi
     assert "Dr. Zhang" in bed1["heard"] and "Student Liu" not in bed1["heard"]
     assert summaries["3-14"] is None  # skipped
     assert summaries["3-15"] is not None and summaries["3-15"]["floor"] == []
+    # ...and on the consultation's page in the console.
+    status, html = await browser.get(f"/console/consultations/{ward.id}")
+    assert status == 200
+    section = html.split('id="ward-summary"', 1)[1].split("</section>", 1)[0]
+    assert "3-12" in section and "Dr. Zhang" in section and NOTE in section
 
     # Sealed at rest: neither the note, the reference nor a name is in the database files.
     files = list(harness.config.data_dir.glob("records.db*"))
