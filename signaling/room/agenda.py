@@ -205,7 +205,9 @@ class Agenda:
         )
         if not bucket.take():
             raise p.ProtocolError("rate_limited", "the agenda moved too often", ref)
-        await self._ready()
+        # Read again: the front desk may have changed it through another signaling node.
+        self._loaded = asyncio.ensure_future(self._load())
+        await asyncio.shield(self._loaded)
         if not self.beds:
             raise p.ProtocolError("unexpected", "the agenda has no beds", ref)
         if bed_id is None:
