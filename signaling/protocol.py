@@ -246,6 +246,40 @@ class SetBedside(_Message):
     participantId: ParticipantId | None = None
 
 
+Step = Annotated[int, Field(ge=-5, le=5)]
+
+
+class CameraCaps(_Message):
+    """Ward round, from the bedside page: which of its camera's pan, tilt and zoom it can
+    move (``MediaStreamTrack.getCapabilities()``); sent after joining and on a camera
+    switch. Nobody may ask for a move it does not have."""
+
+    type: Literal["camera_caps"]
+    pan: bool = False
+    tilt: bool = False
+    zoom: bool = False
+
+
+class CameraControl(_Message):
+    """Ward round: move the bedside camera, in steps (-5 to 5) along each axis given. Only
+    from whoever has the floor or the attending (``floor``); the bedside page may refuse."""
+
+    type: Literal["camera_control"]
+    participantId: ParticipantId
+    pan: Step | None = None
+    tilt: Step | None = None
+    zoom: Step | None = None
+
+
+class CameraResult(_Message):
+    """The bedside page's answer to a ``camera_request``: applied, or why not."""
+
+    type: Literal["camera_result"]
+    requestId: Annotated[str, Field(pattern=r"^cam_[0-9a-f]{8,32}$")]
+    applied: bool
+    reason: Literal["refused", "unsupported", "failed"] | None = None
+
+
 class AgendaNext(_Message):
     """Ward round (needs ``floor``): on to the next bed of the agenda (from the last: the
     round is done)."""
@@ -286,6 +320,9 @@ ClientMessage = Annotated[
     | TakeFloor
     | MuteAllButMe
     | SetBedside
+    | CameraCaps
+    | CameraControl
+    | CameraResult
     | AgendaNext
     | AgendaGoto,
     Field(discriminator="type"),
@@ -564,6 +601,27 @@ class BedInfo(_Message):
     note: str | None = None
 
 
+class CameraRequest(_Message):
+    """To the bedside: someone asks to move its camera. Answer with ``camera_result``."""
+
+    type: Literal["camera_request"] = "camera_request"
+    requestId: str
+    participantId: str  # who asks
+    pan: int | None = None
+    tilt: int | None = None
+    zoom: int | None = None
+
+
+class CameraAnswer(_Message):
+    """To whoever asked: what the bedside did with their ``camera_control``."""
+
+    type: Literal["camera_result"] = "camera_result"
+    requestId: str
+    participantId: str  # the bedside
+    applied: bool
+    reason: str | None = None
+
+
 class AgendaState(_Message):
     """Ward round, to everyone on every change, on joining and on resuming: the current bed
     (absent: not started, or done), the next one, the current bed's place (1-based)."""
@@ -601,6 +659,8 @@ ErrorCode = Literal[
     # Not a refusal: the participant goes on with audio only (its client cannot use the
     # consultation's video codec, or its answer rejected a video m-line).
     "video_unavailable",
+    # A camera-control command to a device that cannot move that way: nothing applied.
+    "camera_unsupported",
     "internal",
 ]
 
@@ -639,6 +699,8 @@ ServerMessage = Annotated[
     | VideoPolicyState
     | FloorState
     | AgendaState
+    | CameraRequest
+    | CameraAnswer
     | Error,
     Field(discriminator="type"),
 ]
@@ -671,6 +733,9 @@ CLIENT_TYPES = frozenset(
         "take_floor",
         "mute_all_but_me",
         "set_bedside",
+        "camera_caps",
+        "camera_control",
+        "camera_result",
         "agenda_next",
         "agenda_goto",
     ]

@@ -36,6 +36,7 @@ from signaling import events as ev
 from signaling import protocol as p
 from signaling.audit.log import AuditLog
 from signaling.room.agenda import Agenda
+from signaling.room.camera import FarCamera
 from signaling.room.chat import RoomChat
 from signaling.room.consent import RecordingConsent
 from signaling.room.floor import Floor, holds
@@ -118,6 +119,7 @@ class Room:
         self.incoming_video = IncomingVideo(self)
         self.floor = Floor(self)
         self.agenda = Agenda(self, keeping)
+        self.camera = FarCamera(self)
 
     def __repr__(self) -> str:
         return f"Room({self.consultation_id}, members={len(self.members)})"
@@ -338,6 +340,7 @@ class Room:
         self.images.left(participant_id)
         self.incoming_video.left(participant_id)
         self.floor.left(participant_id)
+        self.camera.left(participant_id)
         if self.recording is not None:
             if self.members:
                 await self.recording.left(participant_id)
@@ -504,6 +507,12 @@ class Room:
             await self.floor.mute_all_but(member)
         elif isinstance(message, p.SetBedside):
             self.floor.mark_bedside(member, message.participantId)
+        elif isinstance(message, p.CameraCaps):
+            self.camera.announce_caps(member, message)
+        elif isinstance(message, p.CameraControl):
+            self.camera.control(member, message)
+        elif isinstance(message, p.CameraResult):
+            self.camera.answer(member, message)
         elif isinstance(message, p.AgendaNext):
             await self.agenda.move(member, None)
         elif isinstance(message, p.AgendaGoto):

@@ -153,3 +153,69 @@ async def test_no_floor_outside_a_ward_round(harness: Harness, consultation: str
     assert await expert.wait_for(lambda: bool(_errors(expert, "raise_hand")), 5)
     assert _errors(expert, "raise_hand")[0].code == "unexpected"
     assert _floor(expert) is None
+
+
+def _camera_requests(bot: Bot) -> list[p.CameraRequest]:
+    return [e for e in bot.events if isinstance(e, p.CameraRequest)]
+
+
+async def test_far_end_camera_control_with_the_floor_and_the_bedside_may_refuse(
+    harness: Harness, consultation: str
+) -> None:
+    attending = harness.bot(harness.token(consultation, Role.doctor, kind=WARD))
+    bedside = harness.bot(harness.token(consultation, Role.nurse, kind=WARD))
+    expert = harness.bot(harness.token(consultation, Role.expert, kind=WARD))
+    for bot in (attending, bedside, expert):
+        await bot.connect()
+    nid, eid = bedside.participant_id, expert.participant_id
+    assert nid and eid
+
+    def move(**axes: int) -> p.CameraControl:
+        return p.CameraControl(type="camera_control", participantId=nid, **axes)
+
+    # Without the floor: forbidden, nothing reaches the bedside.
+    await expert.send(move(zoom=1))
+    assert await expert.wait_for(lambda: bool(_errors(expert, "camera_control")), 5)
+    assert _errors(expert, "camera_control")[-1].code == "forbidden"
+
+    # With the floor, but the bedside's camera said it cannot move: a typed error.
+    await attending.send(p.GiveFloor(type="give_floor", participantId=eid))
+    assert await expert.wait_for(lambda: (s := _floor(expert)) is not None and s.holder == eid, 5)
+    await expert.send(move(pan=1))
+    assert await expert.wait_for(lambda: len(_errors(expert, "camera_control")) == 2, 5)
+    assert _errors(expert, "camera_control")[-1].code == "camera_unsupported"
+
+    # The bedside's camera can zoom (not pan): a zoom is asked of the bedside page.
+    await bedside.send(p.CameraCaps(type="camera_caps", zoom=True))
+    await asyncio.sleep(0.2)
+    await expert.send(move(pan=1, zoom=2))
+    assert await expert.wait_for(lambda: len(_errors(expert, "camera_control")) == 3, 5)
+    assert _errors(expert, "camera_control")[-1].code == "camera_unsupported"
+    await expert.send(move(zoom=2))
+    assert await bedside.wait_for(lambda: bool(_camera_requests(bedside)), 5)
+    (request,) = _camera_requests(bedside)
+    assert request.participantId == eid and request.zoom == 2 and request.pan is None
+
+    # The bedside refuses: the expert is told; an answer to no request is refused.
+    await bedside.send(
+        p.CameraResult(
+            type="camera_result", requestId=request.requestId, applied=False, reason="refused"
+        )
+    )
+    assert await expert.wait_for(
+        lambda: any(isinstance(e, p.CameraAnswer) for e in expert.events), 5
+    )
+    answer = next(e for e in expert.events if isinstance(e, p.CameraAnswer))
+    assert answer.applied is False and answer.reason == "refused"
+    await bedside.send(
+        p.CameraResult(type="camera_result", requestId=request.requestId, applied=True)
+    )
+    assert await bedside.wait_for(lambda: bool(_errors(bedside, "camera_result")), 5)
+
+    # The floor taken back: no more moves.
+    await attending.send(p.TakeFloor(type="take_floor", participantId=eid))
+    assert await expert.wait_for(lambda: (s := _floor(expert)) is not None and s.holder is None, 5)
+    await expert.send(move(zoom=1))
+    assert await expert.wait_for(lambda: len(_errors(expert, "camera_control")) == 4, 5)
+    assert _errors(expert, "camera_control")[-1].code == "forbidden"
+    assert len(_camera_requests(bedside)) == 1
