@@ -198,6 +198,20 @@ async def test_a_ward_round_with_floor_control(server: RunningServer, lang: str)
         await wait_for(expert_a, "!window.teleconsult.ward.floor.held.includes("
                        f"'{ids['expert_a']}')", TIMEOUT)  # fmt: skip
         assert not await expert_a.locator("#ward-held").is_visible()
+        # With the floor the bedside camera's buttons appear; this bedside's fake camera
+        # cannot zoom, so the server refuses with a typed error the page shows.
+        assert await expert_a.locator("#ward-camera").is_visible()
+        assert not await expert_b.locator("#ward-camera").is_visible()
+        await expert_a.click("#ward-camera [data-axis=zoom][data-step='1']")
+        unsupported = {
+            "en": "The bedside camera cannot move that way.",
+            "zh-CN": "床旁摄像头不支持这样调整。",
+        }[lang]
+        await wait_for(
+            expert_a,
+            f"document.querySelector('#toasts').textContent.includes({json.dumps(unsupported)})",
+            TIMEOUT,
+        )
         await expert_b.wait_for_timeout(300)
         await expert_b.screenshot(path=str(ARTIFACTS / f"wardround-expert-{lang}.png"))
 

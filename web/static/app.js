@@ -144,6 +144,7 @@ const ward = new WardRound({
   grid,
   toasts,
   permissions: () => state.permissions,
+  localVideo: () => local.video,
 });
 hook.ward = ward.state;
 hook.chat = chat;
@@ -171,6 +172,9 @@ async function acquireMedia() {
     return;
   }
   const video = { width: { ideal: 640 }, height: { ideal: 480 }, frameRate: { ideal: 30, max: 30 } };
+  // A ward round's bedside camera may be moved from afar (wardround.js): ask for its
+  // pan/tilt/zoom where it has them (ignored where not).
+  if (boot.kind === "ward_round") Object.assign(video, { pan: true, tilt: true, zoom: true });
   const attempts = [
     [{ audio: true, video }, "ok", "media.ready"],
     [{ audio: true }, "no_camera", "media.no_camera"],
@@ -323,6 +327,10 @@ async function onMessage(msg) {
       return ward.onFloor(msg);
     case "agenda":
       return ward.onAgenda(msg);
+    case "camera_request":
+      return ward.onCameraRequest(msg);
+    case "camera_result":
+      return ward.onCameraResult(msg);
     default:
       console.warn("teleconsult: unknown message type", msg.type);
       return undefined;

@@ -2,8 +2,11 @@
 // has it, whether this page is held (muted by the server until given the floor), a raise-
 // hand button, and for the attending (permission `floor`) the raised hands with "give
 // floor", "take floor", "mute all but me" and "next bed". The bedside participant's tile is
-// shown large (the spotlight layout). Everything is enforced by the server; this page only
-// asks. Names and bed texts are set with textContent only.
+// shown large (the spotlight layout). Whoever has the floor (and the attending) may move the
+// bedside camera (pan, tilt, zoom); the bedside page says what its camera can do
+// (`camera_caps`), applies a `camera_request` with applyConstraints, or refuses when its
+// user unticked "let the experts move my camera". Everything is enforced by the server;
+// this page only asks. Names and bed texts are set with textContent only.
 
 import { $ } from "./ui.js";
 
@@ -18,7 +21,7 @@ export class WardRound {
   /** @param {{t: Function, send: (msg: object) => boolean, self: () => object|null,
    *           participants: object, grid: object, toasts: object,
    *           permissions: () => string[]}} opts */
-  constructor({ t, send, self, participants, grid, toasts, permissions }) {
+  constructor({ t, send, self, participants, grid, toasts, permissions, localVideo }) {
     this.t = t;
     this.send = send;
     this.self = self;
@@ -26,6 +29,7 @@ export class WardRound {
     this.grid = grid;
     this.toasts = toasts;
     this.permissions = permissions;
+    this.localVideo = localVideo;
     this.panel = $("ward-panel");
     // For tests: what this page was told last.
     this.state = { agenda: null, floor: null };
@@ -36,6 +40,9 @@ export class WardRound {
     });
     $("ward-next-btn").addEventListener("click", () => this.send({ type: "agenda_next" }));
     $("ward-mute-all-btn").addEventListener("click", () => this.send({ type: "mute_all_but_me" }));
+    for (const btn of $("ward-camera").querySelectorAll("button[data-axis]")) {
+      btn.addEventListener("click", () => this.moveCamera(btn.dataset.axis, Number(btn.dataset.step)));
+    }
     $("ward-take-btn").addEventListener("click", () => {
       const holder = this.state.floor?.holder;
       if (holder) this.send({ type: "take_floor", participantId: holder });
@@ -66,7 +73,60 @@ export class WardRound {
     $("ward-lead").hidden = !this.leads();
     const publishes = this.permissions().includes("publish");
     this.handBtn.hidden = this.leads() || !publishes;
+    this.sendCameraCaps();
     this.render();
+  }
+
+  // ---------------------------------------------------------------- far-end camera
+
+  /** What this page's camera can move (a PTZ webcam, a phone's zoom), told to the server. */
+  cameraCaps() {
+    const track = this.localVideo();
+    const caps = track?.getCapabilities?.() ?? {};
+    return { pan: "pan" in caps, tilt: "tilt" in caps, zoom: "zoom" in caps };
+  }
+
+  sendCameraCaps() {
+    const caps = this.cameraCaps();
+    $("ward-camera-allow-label").hidden = !(caps.pan || caps.tilt || caps.zoom);
+    this.send({ type: "camera_caps", ...caps });
+  }
+
+  moveCamera(axis, step) {
+    const bedside = this.state.floor?.bedside;
+    if (bedside) this.send({ type: "camera_control", participantId: bedside, [axis]: step });
+  }
+
+  /** `camera_request`, to the bedside: apply it, or say why not. */
+  async onCameraRequest(msg) {
+    const answer = (applied, reason) =>
+      this.send({ type: "camera_result", requestId: msg.requestId, applied, ...(reason ? { reason } : {}) });
+    if (!$("ward-camera-allow")?.checked) return answer(false, "refused");
+    const track = this.localVideo();
+    const caps = track?.getCapabilities?.() ?? {};
+    const settings = track?.getSettings?.() ?? {};
+    const advanced = {};
+    for (const axis of ["pan", "tilt", "zoom"]) {
+      if (msg[axis] == null) continue;
+      const range = caps[axis];
+      if (!range) return answer(false, "unsupported");
+      const step = range.step || (range.max - range.min) / 20;
+      const now = settings[axis] ?? range.min;
+      advanced[axis] = Math.min(range.max, Math.max(range.min, now + msg[axis] * step));
+    }
+    try {
+      await track.applyConstraints({ advanced: [advanced] });
+      return answer(true);
+    } catch (err) {
+      console.warn("teleconsult: camera move failed:", err?.name);
+      return answer(false, "failed");
+    }
+  }
+
+  /** `camera_result`, to whoever asked. */
+  onCameraResult(msg) {
+    const key = msg.applied ? "ward.camera.moved" : `ward.camera.${msg.reason === "refused" ? "refused" : "failed"}`;
+    this.toasts.show(this.t(key), msg.applied ? {} : { kind: "warn" });
   }
 
   /** `agenda`: the current bed and the next. */
@@ -135,6 +195,11 @@ export class WardRound {
     this.handBtn.classList.toggle("active", raised);
     this.handBtn.disabled = floor.holder === me;
     $("ward-take-btn").hidden = !floor.holder;
+    $("ward-camera").hidden = !(
+      floor.bedside &&
+      floor.bedside !== me &&
+      (floor.holder === me || this.leads())
+    );
     const list = $("ward-hands");
     list.replaceChildren();
     if (!floor.hands?.length) list.appendChild(el("li", "ward-no-hands", this.t("ward.no_hands")));
