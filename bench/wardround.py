@@ -116,9 +116,18 @@ async def ward_round(
     def token(role: Role, name: str) -> str:
         return server.token(consultation, role, name, kind=WARD)
 
+    # Each video frame's send times by a hash of its bytes: the clip loops, so the same
+    # bytes go out again every 10 s; an arrival belongs to the latest send before it.
+    sends: dict[str, list[float]] = {}
+
     def on_sent(data: bytes, at: float) -> None:
         if len(data) > 400:  # video only: Opus packets are ~80 bytes, VP8 frames KBs
             sendlog.on_sent(data, at)
+            sends.setdefault(hashlib.sha1(data).hexdigest()[:16], []).append(at)
+
+    def sent_before(digest: str, arrival: float) -> float | None:
+        times = sends.get(digest, ())
+        return max((t for t in times if t <= arrival), default=None)
 
     bedside = Bot(
         server.base_url, token(Role.nurse, "Bedside"), video=clip, audio=audio, on_sent=on_sent
@@ -165,7 +174,6 @@ async def ward_round(
             server1, bots1, udp1 = server.cpu(), [cpu_sample(p) for p in pids], udp_counters()
             await asyncio.sleep(1.0)  # the frames of the window's last instants land
             t0, t1 = server0.wall, server1.wall
-            by_hash = {hashlib.sha1(d).hexdigest()[:16]: t for d, t in sendlog.sent_at.items()}
             sent = sendlog.count(t0, t1)
             got, latencies, audio_frames, alive = 0, [], 0, 0
             for child in children:
@@ -173,7 +181,7 @@ async def ward_round(
                 alive += int(report["alive"])
                 audio_frames += int(report["audio"])
                 for digest, arrival in report["video"]:
-                    sent_at = by_hash.get(digest)
+                    sent_at = sent_before(digest, arrival)
                     if sent_at is not None and t0 <= sent_at <= t1:
                         got += 1
                         latencies.append(arrival - sent_at)
