@@ -330,8 +330,8 @@ def ward_round_section(result: dict[str, Any], data: dict[str, Any]) -> list[str
         "",
         "| observers | alive | server CPU % | CPU % per observer | delivered % | latency p50 / "
         "p95 / p99 ms | audio frames per observer per s | server RSS MB | bots' CPU % | "
-        "UDP drops |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "other processes' CPU % | UDP drops |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result.get("rows", []):
         lat = r.get("latency") or {}
@@ -340,7 +340,7 @@ def ward_round_section(result: dict[str, Any], data: dict[str, Any]) -> list[str
             f"{_f(r['server_cpu_pct_per_observer'], 2)} | {_f(r['delivered_pct'])} | "
             f"{_f(lat.get('p50_ms'))} / {_f(lat.get('p95_ms'))} / {_f(lat.get('p99_ms'))} | "
             f"{_f(r['audio_frames_per_observer_per_s'])} | {_f(r['server_rss_mb'], 0)} | "
-            f"{_f(r['bots_cpu_pct'], 0)} | {_drops(r)} |"
+            f"{_f(r['bots_cpu_pct'], 0)} | {_f(r.get('others_cpu_pct'), 0)} | {_drops(r)} |"
         )
     lines += [
         "",

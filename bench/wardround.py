@@ -41,7 +41,14 @@ from bench.harness import (
     wait_quiet,
     write_json,
 )
-from bench.procstat import cpu_percent, cpu_sample, udp_counters, udp_delta
+from bench.procstat import (
+    cpu_percent,
+    cpu_sample,
+    machine_sample,
+    others_percent,
+    udp_counters,
+    udp_delta,
+)
 from media.clips import Clip, opus_clip, vp8_clip
 from rooms.consultation import ConsultationKind, new_consultation_id
 from rooms.roles import Role
@@ -169,9 +176,14 @@ async def ward_round(
             for child in children:
                 await child.ask({"op": "frames", "t0": 0, "t1": time.monotonic()})
             pids = [os.getpid(), *(c.proc.pid for c in children)]
+            machine0 = machine_sample()
             server0, bots0, udp0 = server.cpu(), [cpu_sample(p) for p in pids], udp_counters()
             await asyncio.sleep(window_s)
             server1, bots1, udp1 = server.cpu(), [cpu_sample(p) for p in pids], udp_counters()
+            machine1 = machine_sample()
+            others = others_percent(
+                machine0, machine1, (server0, server1), *zip(bots0, bots1, strict=True)
+            )
             await asyncio.sleep(1.0)  # the frames of the window's last instants land
             t0, t1 = server0.wall, server1.wall
             sent = sendlog.count(t0, t1)
@@ -200,6 +212,8 @@ async def ward_round(
                 "bots_cpu_pct": round(bots_cpu, 1),
                 "udp": udp_delta(udp0, udp1),
                 "others_cpu_pct_before": quiet,
+                # Every other process on the machine during the window (other people's tests).
+                "others_cpu_pct": round(others, 1),
                 "worker": health.get("worker"),
             }
             rows.append(row)
