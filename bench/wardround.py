@@ -32,6 +32,7 @@ from bench.harness import (
     REPO,
     SendLog,
     ServerProcess,
+    bot_alive,
     clip_info,
     close_bots,
     latency_summary,
@@ -203,6 +204,9 @@ async def ward_round(
             row = {
                 "observers": n,
                 "observers_alive": alive,
+                # The bedside's own session, and the video frames it sent in the window.
+                "bedside_alive": bot_alive(bedside),
+                "bedside_frames_sent": sent,
                 "server_cpu_pct": round(cpu, 2),
                 "server_cpu_pct_per_observer": round(cpu / n, 3),
                 "delivered_pct": round(100 * got / (sent * n), 2) if sent else None,
