@@ -96,7 +96,9 @@ class ApiTokens:
             row = (await conn.execute(query)).mappings().first()
         return _token(row) if row is not None else None
 
-    async def revoke(self, actor: Actor, token_id: str, *, now: datetime | None = None) -> ApiToken:
+    async def revoke(
+        self, actor: Actor, token_id: str, *, now: datetime | None = None
+    ) -> ApiToken:
         token = await self.get(token_id)
         if not actor.is_admin_of(token.site_id):
             raise NotFound("no such API token")

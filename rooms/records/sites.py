@@ -222,7 +222,9 @@ class Sites:
 
     async def partnerships(self, site_id: str, *, include_ended: bool = False) -> list[Partnership]:
         """Partnerships in which ``site_id`` requests or serves."""
-        where = or_(partnerships.c.requester_site_id == site_id, departments.c.site_id == site_id)
+        where = or_(
+            partnerships.c.requester_site_id == site_id, departments.c.site_id == site_id
+        )
         if not include_ended:
             where = and_(where, partnerships.c.ended_at.is_(None))
         return await self._partnerships(where)
@@ -280,4 +282,6 @@ def _site(row: object) -> Site:
 
 def _department(row: object) -> Department:
     r = dict(row)  # type: ignore[call-overload]
-    return Department(id=r["id"], site_id=r["site_id"], name=r["name"], created_at=r["created_at"])
+    return Department(
+        id=r["id"], site_id=r["site_id"], name=r["name"], created_at=r["created_at"]
+    )

@@ -34,7 +34,9 @@ def upgrade() -> None:
         sa.Column("name", sa.String(100), nullable=False),
         sa.Column("created_at", UtcDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_departments"),
-        sa.ForeignKeyConstraint(["site_id"], ["sites.id"], name="fk_departments_site_id_sites"),
+        sa.ForeignKeyConstraint(
+            ["site_id"], ["sites.id"], name="fk_departments_site_id_sites"
+        ),
         sa.UniqueConstraint("site_id", "name", name="uq_departments_site_name"),
     )
     op.create_index("ix_departments_site_id", "departments", ["site_id"])
