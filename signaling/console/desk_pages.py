@@ -136,7 +136,10 @@ async def render_home(
         context = await _expert_context(request, p)
         template = "console_expert.html"
     else:
+        from signaling.console import terminals
+
         context = await _doctor_context(p)
+        context.update(await terminals.desk_context(request, p))
         template = "console_doctor.html"
     common = await _common(request, p, **context)
     if error is not None:
