@@ -12,8 +12,9 @@ event stream by itself (``EventSource`` cannot send headers). Cookie-authenticat
 take ``application/json`` only (a cross-site form cannot send it without a preflight, which
 this server never allows) from the same origin, and the cookie is SameSite=Strict.
 
-A revoked or unknown credential gets ``401 {"error": "unpaired"}`` everywhere, and the page
-shows that it needs pairing again (and clears the cookie).
+A revoked or unknown credential gets ``401 {"error": "revoked"}`` everywhere (no credential
+at all: ``"unpaired"``), and the page shows that it needs pairing again; ``/api/terminal/me``
+also clears the dead cookie.
 """
 
 from __future__ import annotations
@@ -130,9 +131,13 @@ async def _out(service: TerminalService, terminal: Terminal) -> TerminalOut:
 
 
 async def _terminal(request: web.Request) -> Terminal:
-    terminal = await request.app[TERMINALS].records.authenticate(request.cookies.get(COOKIE))
+    credential = request.cookies.get(COOKIE)
+    terminal = await request.app[TERMINALS].records.authenticate(credential)
     if terminal is None:
-        raise _error(401, "unpaired", "this terminal is not paired (or was revoked)")
+        if credential:
+            # A credential that was revoked (or never was): the page says "pair me again".
+            raise _error(401, "revoked", "this terminal's credential is revoked or unknown")
+        raise _error(401, "unpaired", "this terminal is not paired")
     return terminal
 
 

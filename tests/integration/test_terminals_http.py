@@ -155,7 +155,9 @@ async def test_pairing_refuses_wrong_codes_then_pairs_and_the_terminal_is_called
     service = harness.http.app[appkeys.FRONTDESK]
     home = await _home(service)
     terminal, admin, doctor = clients
-    assert (await terminal.api("GET", "/api/terminal/me"))[0] == 401
+    assert await terminal.api("GET", "/api/terminal/me") == (
+        401, {"error": "unpaired", "message": "this terminal is not paired"},
+    )  # fmt: skip
     page = await terminal.http.get(harness.base_url + "/terminal")
     assert page.status == 200 and 'lang="zh-CN"' in await page.text()
     await admin.login("home-admin")
@@ -255,7 +257,7 @@ async def test_revoking_a_terminal_disconnects_it_and_ends_its_call(
     assert await resident.wait_for(lambda: resident.bye is not None, 3)
     assert resident.bye is not None and resident.bye.reason == "removed"
     status, body = await terminal.api("GET", "/api/terminal/me")
-    assert (status, body["error"]) == (401, "unpaired")
+    assert (status, body["error"]) == (401, "revoked")
     async with terminal.http.get(harness.base_url + "/api/terminal/events") as r:
         assert r.status == 401
     audited = [e for e in harness.server.audit.entries() if e["action"] == "terminal_revoked"]

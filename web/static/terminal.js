@@ -147,15 +147,23 @@ function connect() {
   window.setTimeout(() => { if (state.source === source) alive(); }, 0);
 }
 
+// GET /api/terminal/me: 200 (paired), 401 "revoked" (a credential the server refuses),
+// 401 "unpaired" (none), or 0 (no network, the server down).
+async function whoAmI() {
+  try {
+    const r = await api("/api/terminal/me");
+    const body = await r.json().catch(() => ({}));
+    if (r.ok) state.terminal = body;
+    return { status: r.status, error: body.error };
+  } catch {
+    return { status: 0 };
+  }
+}
+
 async function lost() {
   closeStream();
   setConn("offline");
-  let status = 0;
-  try {
-    status = (await api("/api/terminal/me")).status;
-  } catch {
-    status = 0; // no network, or the server is down
-  }
+  const { status } = await whoAmI();
   if (status === 401) return pair(true);
   setTimeout(connect, status === 200 ? 0 : backoff());
 }
@@ -250,14 +258,7 @@ $("terminal-decline").addEventListener("click", decline);
 // ------------------------------------------------------------------ start
 
 (async () => {
-  let status = 0;
-  try {
-    const r = await api("/api/terminal/me");
-    status = r.status;
-    if (r.ok) state.terminal = await r.json();
-  } catch {
-    status = 0;
-  }
-  if (status === 401) pair(false);
+  const { status, error } = await whoAmI();
+  if (status === 401) pair(error === "revoked");
   else connect();
 })();
