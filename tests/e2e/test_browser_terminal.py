@@ -10,14 +10,22 @@ goes back to asking for pairing. Screenshots: test-artifacts/terminal-*.png.
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from tests.e2e.conftest import serve
 from tests.e2e.helpers import (
     ARTIFACTS,
+    REPO,
     STATS_JS,
     RunningServer,
     chromium,
@@ -198,3 +206,80 @@ async def test_a_terminal_pairs_is_called_auto_answers_and_revoking_ends_the_cal
         await _shot(terminal, "unpaired-zh-CN")
     errors = [m for m in console["terminal"] if m.startswith("pageerror")]
     assert not errors, errors
+
+
+# ------------------------------------------------------------------ reconnecting
+
+
+@pytest.fixture
+def own_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """A server of this test's own, which it stops and starts again."""
+    yield from serve(tmp_path_factory)
+
+
+def _start_again(server: RunningServer) -> subprocess.Popen[bytes]:
+    """The same server (port, data dir) in a new process, once it answers /healthz."""
+    port = server.base_url.rsplit(":", 1)[1]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("TELECONSULT_SECRET", None)
+    env.pop("TELECONSULT_MASTER_KEY", None)
+    with server.log.open("ab") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "signaling.cli", "serve", "--host", "127.0.0.1",
+             "--port", port, "--data-dir", str(server.data_dir)],
+            cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT, env=env,
+        )  # fmt: skip
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{server.base_url}/healthz", timeout=2) as resp:
+                if resp.status == 200:
+                    return proc
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.2)
+    proc.kill()
+    pytest.fail(f"the server did not come back:\n{server.log_tail()}")
+
+
+async def test_a_terminal_reconnects_by_itself_after_the_server_or_its_power_goes(
+    own_server: RunningServer,
+) -> None:
+    server = own_server
+    base = server.base_url
+    password = _first_admin_password(server)
+    async with chromium() as ctx_admin, chromium() as ctx_terminal:
+        admin = await ctx_admin.new_page()
+        await _login(admin, base, "admin", password)
+        await _submit(admin, "#add-site", {"kind": "nursing_home", "name": "阳光养老院"})
+        terminal = await ctx_terminal.new_page()
+        console: list[str] = []
+        watch_console(terminal, console)
+        await terminal.goto(f"{base}/terminal")
+        code = await wait_for(terminal, "document.getElementById('pair-code').dataset.code", 10)
+        await _submit(admin, "#pair-terminal", {"code": code, "label": "Room 5"})
+        assert await _error(admin) is None
+        await wait_for(terminal, "window.teleconsultTerminal.view === 'home'", 10)
+        await wait_for(terminal, "window.teleconsultTerminal.conn === 'online'", 10)
+
+        # The server goes away (as the link does in a power cut at the home's router).
+        server.proc.terminate()
+        server.proc.wait(timeout=10)
+        await wait_for(terminal, "window.teleconsultTerminal.conn === 'offline'", 5)
+        assert "网络已断开，正在重试" in await terminal.inner_text("#terminal-conn")
+        view = await terminal.evaluate("window.teleconsultTerminal.view")
+        assert view == "home", (view, console)
+        await _shot(terminal, "offline-zh-CN")
+
+        # It comes back: the terminal is home and online again by itself, still paired.
+        again = _start_again(server)
+        server.proc = again  # the fixture stops this one at the end
+        back_at = time.monotonic()
+        await wait_for(terminal, "window.teleconsultTerminal.conn === 'online'", 20)
+        assert await terminal.evaluate("window.teleconsultTerminal.view") == "home"
+        assert time.monotonic() - back_at < 17  # the longest back-off is 15 s
+
+        # The terminal's own power: a fresh page load finds its credential and goes home.
+        await terminal.reload()
+        await wait_for(terminal, "window.teleconsultTerminal?.conn === 'online'", 10)
+        assert await terminal.evaluate("window.teleconsultTerminal.view") == "home"
+        assert await terminal.inner_text("#terminal-site") == "阳光养老院"
