@@ -434,7 +434,10 @@ terminals = Table(
     Column("created_by", String(32), nullable=False),
     Column("revoked_at", UtcDateTime(), nullable=True),
     Column("revoked_by", String(32), nullable=True),
+    # Heard from (its stream opened, a heartbeat) and its stream closed: online is a recent
+    # ``last_seen_at`` after the last ``disconnected_at``, whichever node holds the stream.
     Column("last_seen_at", UtcDateTime(), nullable=True),
+    Column("disconnected_at", UtcDateTime(), nullable=True),
     Column("last_called_at", UtcDateTime(), nullable=True),
     UniqueConstraint("credential_hash", name="uq_terminals_credential_hash"),
     Index("ix_terminals_site_id", "site_id"),

@@ -77,6 +77,7 @@ class Terminal:
     revoked_at: datetime | None
     revoked_by: str | None
     last_seen_at: datetime | None
+    disconnected_at: datetime | None
     last_called_at: datetime | None
     paired: bool
 
@@ -269,6 +270,7 @@ class Terminals:
             "revoked_at": None,
             "revoked_by": None,
             "last_seen_at": None,
+            "disconnected_at": None,
             "last_called_at": None,
         }
         async with self._db.engine.begin() as conn:
@@ -348,6 +350,15 @@ class Terminals:
                 update(terminals)
                 .where(terminals.c.id == terminal_id)
                 .values(last_seen_at=now or datetime.now(UTC))
+            )
+
+    async def gone(self, terminal_id: str, *, now: datetime | None = None) -> None:
+        """Its event stream closed."""
+        async with self._db.engine.begin() as conn:
+            await conn.execute(
+                update(terminals)
+                .where(terminals.c.id == terminal_id)
+                .values(disconnected_at=now or datetime.now(UTC))
             )
 
     # ------------------------------------------------------------ managing
@@ -484,6 +495,7 @@ def _terminal(row: object) -> Terminal:
         revoked_at=r["revoked_at"],
         revoked_by=r["revoked_by"],
         last_seen_at=r["last_seen_at"],
+        disconnected_at=r["disconnected_at"],
         last_called_at=r["last_called_at"],
         paired=r["credential_hash"] is not None,
     )

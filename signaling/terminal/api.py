@@ -46,6 +46,7 @@ PREFIX = "/api/terminal"
 # revocation made on another node ends it within one beat) and notes the terminal alive.
 HEARTBEAT_S = 15.0
 _SEND_TIMEOUT_S = 10.0
+_WATCH_S = 1.0
 # Pairings a client address may start per minute (the page starts one every 10 minutes).
 PAIRINGS_PER_MINUTE = 6
 _NO_STORE = {"Cache-Control": "no-store"}
@@ -256,30 +257,54 @@ async def events(request: web.Request) -> web.StreamResponse:
     )
     await response.prepare(request)
     hello = (await _out(service, terminal)).model_dump_json()
+    try:
+        if await _serve_stream(request, service, terminal, response, hello):
+            with contextlib.suppress(ConnectionError, RuntimeError, TimeoutError):
+                await asyncio.wait_for(response.write_eof(), _SEND_TIMEOUT_S)
+    finally:
+        # Out of the hub first, so the terminal is shown offline unless another stream of
+        # it is open here.
+        with contextlib.suppress(Exception):
+            await service.disconnected(terminal)
+    return response
+
+
+async def _serve_stream(
+    request: web.Request,
+    service: TerminalService,
+    terminal: Terminal,
+    response: web.StreamResponse,
+    hello: str,
+) -> bool:
+    """Until revoked, cut or gone; False if the terminal went (nothing more to send)."""
     async with service.hub.connect(terminal.id) as queue:
         await service.connected(terminal)
         try:
             await _send(response, f"retry: 2000\nevent: hello\ndata: {hello}\n\n")
+            beat = time.monotonic() + HEARTBEAT_S
             while True:
                 try:
-                    event = await asyncio.wait_for(queue.get(), HEARTBEAT_S)
+                    event = await asyncio.wait_for(queue.get(), _WATCH_S)
                 except TimeoutError:
+                    # A terminal that went (its socket closed) is seen offline within a
+                    # second, not at the next write; checking the socket costs no I/O.
+                    transport = request.transport
+                    if transport is None or transport.is_closing():
+                        return False
+                    if time.monotonic() < beat:
+                        continue
+                    beat = time.monotonic() + HEARTBEAT_S
                     if not await service.heartbeat(terminal):
                         await _send(response, 'event: revoked\ndata: {"type":"revoked"}\n\n')
-                        break
+                        return True
                     await _send(response, "event: heartbeat\ndata: {}\n\n")
                     continue
                 if event is None:
-                    break
+                    return True
                 name = str(event.get("type", "message"))
                 await _send(response, f"event: {name}\ndata: {json.dumps(event)}\n\n")
         except (ConnectionError, TimeoutError):
-            return response
-        finally:
-            service.disconnected(terminal)
-    with contextlib.suppress(ConnectionError, RuntimeError, TimeoutError):
-        await asyncio.wait_for(response.write_eof(), _SEND_TIMEOUT_S)
-    return response
+            return False
 
 
 async def _send(response: web.StreamResponse, text: str) -> None:

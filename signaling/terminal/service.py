@@ -64,8 +64,10 @@ class TerminalService:
         """Connected to this node, or heard from recently by another one."""
         if self.hub.online(terminal.id):
             return True
-        seen = terminal.last_seen_at
-        return terminal.active and seen is not None and now - seen < ONLINE_WITHIN
+        seen, gone = terminal.last_seen_at, terminal.disconnected_at
+        if not terminal.active or seen is None or now - seen >= ONLINE_WITHIN:
+            return False
+        return gone is None or seen > gone
 
     # ------------------------------------------------------------ pairing
 
@@ -142,7 +144,9 @@ class TerminalService:
         await self.records.seen(terminal.id)
         return True
 
-    def disconnected(self, terminal: Terminal) -> None:
+    async def disconnected(self, terminal: Terminal) -> None:
+        if not self.hub.online(terminal.id):
+            await self.records.gone(terminal.id)
         self._changed(terminal)
 
     # ------------------------------------------------------------ calls

@@ -73,9 +73,7 @@ async def _submit(page: Any, form: str, fields: dict[str, str]) -> None:
 
 
 async def _error(page: Any) -> str | None:
-    text: str | None = await page.evaluate(
-        "document.getElementById('error')?.textContent ?? null"
-    )
+    text: str | None = await page.evaluate("document.getElementById('error')?.textContent ?? null")
     return text
 
 
@@ -178,7 +176,7 @@ async def test_a_terminal_pairs_is_called_auto_answers_and_revoking_ends_the_cal
         assert 3 <= first <= 5
         assert "秒后自动接听" in await terminal.inner_text("#terminal-countdown")
         await _shot(terminal, "countdown-zh-CN")
-        await wait_for(terminal, "location.pathname.startsWith('/join/')", 10)
+        await terminal.wait_for_url(re.compile(r"/join/"), timeout=10_000)
         answered_after = time.monotonic() - rang_at
         assert 3.5 < answered_after < 8, answered_after
         assert "kiosk=1" in terminal.url
@@ -200,7 +198,7 @@ async def test_a_terminal_pairs_is_called_auto_answers_and_revoking_ends_the_cal
         after = await doctor.evaluate(STATS_JS)
         assert after is not None and after["participants"] == 1
         # Back on its own page, it asks to be paired again.
-        await wait_for(terminal, "location.pathname === '/terminal'", 15)
+        await terminal.wait_for_url(re.compile(r"/terminal$"), timeout=15_000)
         await wait_for(terminal, "window.teleconsultTerminal?.view === 'pairing'", 10)
         assert await terminal.is_visible("#terminal-unpaired")
         await _shot(terminal, "unpaired-zh-CN")

@@ -212,7 +212,15 @@ async def test_pairing_refuses_wrong_codes_then_pairs_and_the_terminal_is_called
         harness.base_url + f"/api/terminal/calls/{ring['call']}/answer", data={"auto": "1"}
     ) as r:
         assert r.status == 415
+    # The terminal goes (its stream closes): the consoles show it offline within seconds.
     await stream.close()
+    for _ in range(50):
+        async with admin.http.get(f"{harness.base_url}/console/admin?site={home}") as r:
+            if f'data-terminal="{terminal_id}" data-state="offline"' in await r.text():
+                break
+        await asyncio.sleep(0.1)
+    else:
+        pytest.fail("the console did not show the terminal offline")
 
     actions = [e["action"] for e in harness.server.audit.entries()]
     for action in ("terminal_pairing_refused", "terminal_paired", "terminal_credential_issued",

@@ -31,6 +31,7 @@ def upgrade() -> None:
         sa.Column("revoked_at", UtcDateTime(), nullable=True),
         sa.Column("revoked_by", sa.String(32), nullable=True),
         sa.Column("last_seen_at", UtcDateTime(), nullable=True),
+        sa.Column("disconnected_at", UtcDateTime(), nullable=True),
         sa.Column("last_called_at", UtcDateTime(), nullable=True),
         sa.PrimaryKeyConstraint("id", name="pk_terminals"),
         sa.ForeignKeyConstraint(["site_id"], ["sites.id"], name="fk_terminals_site_id_sites"),
