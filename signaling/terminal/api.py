@@ -47,8 +47,10 @@ PREFIX = "/api/terminal"
 HEARTBEAT_S = 15.0
 _SEND_TIMEOUT_S = 10.0
 _WATCH_S = 1.0
-# Pairings a client address may start per minute (the page starts one every 10 minutes).
-PAIRINGS_PER_MINUTE = 6
+# Pairings a client address may start per minute: the page starts one every 10 minutes, but
+# a home's terminals share one address and may all be switched on at once (the others back
+# off and try again).
+PAIRINGS_PER_MINUTE = 20
 _NO_STORE = {"Cache-Control": "no-store"}
 
 TERMINALS: web.AppKey[TerminalService] = web.AppKey("terminals", TerminalService)

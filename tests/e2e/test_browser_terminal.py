@@ -143,11 +143,14 @@ async def test_a_terminal_pairs_is_called_auto_answers_and_revoking_ends_the_cal
         assert await terminal.inner_text("#terminal-caller") == "李医生"
         assert await terminal.inner_text("#terminal-caller-role") == "医生"
         assert await terminal.is_hidden("#terminal-countdown")
+        # It rings aloud (the tests' Chromium lets pages play sound without a gesture).
+        await wait_for(terminal, "window.teleconsultTerminal.tone === 'running'", 3)
         box = await terminal.locator("#terminal-answer").bounding_box()
         assert box is not None and box["width"] > 600 and box["height"] > 200
         await _shot(terminal, "ringing-zh-CN")
         await terminal.click("#terminal-decline")
         await wait_for(terminal, "window.teleconsultTerminal.view === 'home'", 5)
+        assert await terminal.evaluate("window.teleconsultTerminal.tone") is None
 
         # The same in English.
         await terminal.goto(f"{base}/terminal?lang=en")

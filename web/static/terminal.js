@@ -141,7 +141,13 @@ function connect() {
     alive();
     if (state.terminal) state.terminal.auto_answer = JSON.parse(ev.data).autoAnswer;
   });
-  source.addEventListener("revoked", () => { closeStream(); pair(true); });
+  source.addEventListener("revoked", () => {
+    closeStream();
+    stopCountdown();
+    stopTone();
+    state.ring = null;
+    pair(true);
+  });
   source.addEventListener("error", lost);
   // EventSource gives no status on failure: find out whether we are still paired.
   window.setTimeout(() => { if (state.source === source) alive(); }, 0);
@@ -187,6 +193,51 @@ setInterval(tick, 1000);
 
 // ------------------------------------------------------------------ ringing
 
+// A ring a resident hears across the room: two tones every two seconds (Web Audio, nothing
+// to download), and the caller announced once by speech where the device can speak.
+let tone = null;
+
+function startTone() {
+  stopTone();
+  const Ctx = window.AudioContext || window.webkitAudioContext;
+  if (!Ctx) return;
+  const audio = new Ctx();
+  const beep = () => {
+    for (const [freq, at] of [[880, 0], [660, 0.45]]) {
+      const osc = audio.createOscillator();
+      const gain = audio.createGain();
+      osc.frequency.value = freq;
+      gain.gain.setValueAtTime(0.3, audio.currentTime + at);
+      gain.gain.exponentialRampToValueAtTime(0.001, audio.currentTime + at + 0.4);
+      osc.connect(gain).connect(audio.destination);
+      osc.start(audio.currentTime + at);
+      osc.stop(audio.currentTime + at + 0.4);
+    }
+  };
+  beep();
+  tone = { audio, timer: setInterval(beep, 2000) };
+  state.tone = audio.state;
+  audio.onstatechange = () => { state.tone = audio.state; };
+}
+
+function stopTone() {
+  if (!tone) return;
+  clearInterval(tone.timer);
+  tone.audio.onstatechange = null;
+  tone.audio.close().catch(() => {});
+  tone = null;
+  state.tone = null;
+  if (window.speechSynthesis) window.speechSynthesis.cancel();
+}
+
+function announce(text) {
+  if (!window.speechSynthesis || !window.SpeechSynthesisUtterance) return;
+  const utterance = new SpeechSynthesisUtterance(text);
+  utterance.lang = lang;
+  utterance.rate = 0.9;
+  window.speechSynthesis.speak(utterance);
+}
+
 function ring(event) {
   if (state.ring?.call === event.call) return;
   stopCountdown();
@@ -196,6 +247,8 @@ function ring(event) {
   const roleKey = `role.${event.caller.role}`;
   const role = t(roleKey);
   $("terminal-caller-role").textContent = role === roleKey ? "" : role;
+  startTone();
+  announce(`${event.caller.name} ${role === roleKey ? "" : role} ${t("terminal.ring.calling")}`);
   const seconds = Number(event.autoAnswer) || 0;
   $("terminal-countdown").hidden = seconds <= 0;
   if (seconds > 0) countdown(seconds);
@@ -228,6 +281,7 @@ async function answer(auto) {
   const call = state.ring;
   if (!call) return;
   stopCountdown();
+  stopTone();
   state.ring = null;
   try {
     await api(`/api/terminal/calls/${encodeURIComponent(call.call)}/answer`, { auto });
@@ -243,6 +297,7 @@ async function decline() {
   const call = state.ring;
   if (!call) return;
   stopCountdown();
+  stopTone();
   state.ring = null;
   showHome();
   try {
