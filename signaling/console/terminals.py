@@ -21,7 +21,13 @@ from rooms.records.sites import Site, SiteKind
 from rooms.records.staff import StaffMember
 from rooms.records.terminals import AUTO_ANSWER_CHOICES, Terminal, TooManyAttempts
 from signaling.console import admin
-from signaling.console.desk_pages import Page, page, render_home, status_of
+from signaling.console.desk_pages import (
+    Page,
+    page,
+    render_consultation,
+    render_home,
+    status_of,
+)
 from signaling.console.forms import form
 from signaling.terminal.api import TERMINALS
 from signaling.terminal.service import TerminalService
@@ -67,6 +73,22 @@ async def desk_context(request: web.Request, p: Page) -> dict[str, Any]:
         return {"terminals": None}
     service = request.app[TERMINALS]
     return {"terminals": _rows(service, await service.records.list(p.actor, site_id))}
+
+
+async def consultation_context(
+    request: web.Request, p: Page, consultation_id: str, may_invite: bool
+) -> dict[str, Any]:
+    """The home's terminals a doctor or nurse may call into this consultation: one the home
+    runs, whose appointment is on."""
+    if not may_invite:
+        return {"call_terminals": []}
+    c = await p.service.clinic.consultations.get(p.actor, consultation_id)
+    site = await p.service.frontdesk.desk.sites.get(c.site_id)
+    if site.kind is not SiteKind.nursing_home or p.member.site_id != c.site_id:
+        return {"call_terminals": []}
+    service = request.app[TERMINALS]
+    listed = await service.records.list(p.actor, c.site_id)
+    return {"call_terminals": [r for r in _rows(service, listed) if r["active"] and r["paired"]]}
 
 
 # ------------------------------------------------------------------ admin actions
@@ -121,11 +143,14 @@ async def call(request: web.Request) -> web.Response:
     call page opens."""
     p = await page(request)
     f = await form(request)
+    consultation_id = f.get("consultation", 64) or None
     try:
-        url = await request.app[TERMINALS].call(
-            p.member, request.match_info["id"], f.get("consultation", 64) or None
-        )
+        url = await request.app[TERMINALS].call(p.member, request.match_info["id"], consultation_id)
     except RecordError as exc:
+        if consultation_id is not None:
+            return await render_consultation(
+                request, p, consultation_id, status=status_of(exc), error=exc
+            )
         return await render_home(request, p, status=status_of(exc), error=exc)
     raise web.HTTPSeeOther(url)
 

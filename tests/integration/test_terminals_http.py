@@ -22,6 +22,7 @@ from rooms.records.terminals import MAX_FAILURES
 from rooms.roles import Role, StaffRole
 from signaling import tokens
 from signaling.bot import Bot
+from signaling.console.clinic import CLINIC
 from signaling.console.frontdesk import FrontDeskService
 from signaling.http import appkeys
 from signaling.terminal.api import COOKIE
@@ -292,3 +293,50 @@ async def test_too_many_wrong_codes_are_refused_for_a_while(
         {"site": home, "code": pairing["code"], "label": "Room 1"}, "/console/admin",
     )  # fmt: skip
     assert status == 429 and "Too many wrong codes" in text
+
+
+async def test_a_nurse_calls_into_the_homes_consultation_and_outsiders_cannot_call(
+    harness: Harness, clients: list[Client]
+) -> None:
+    service = harness.http.app[appkeys.FRONTDESK]
+    home = await _home(service)
+    clinic = await service.desk.sites.create(ROOT, SiteKind.village_clinic, "Village clinic")
+    for username, role, site in (("nurse-wu", StaffRole.nurse, home),
+                                 ("dr-out", StaffRole.doctor, clinic.id)):  # fmt: skip
+        await service.desk.staff.add(
+            ROOT, username=username, display_name=username, password=PASSWORD, role=role,
+            site_id=site,
+        )  # fmt: skip
+    terminal, admin, nurse = clients
+    await admin.login("home-admin")
+    terminal_id = await _pair(terminal, admin, home)
+    stream = Stream(terminal)
+    await stream.wait("hello")
+    (doctor,) = [m for m in await service.desk.staff.list(ROOT, home) if m.username == "dr-li"]
+    c = await harness.http.app[CLINIC].start_now(doctor.actor, "one_to_one", 30, None)
+
+    await nurse.login("nurse-wu")
+    # A nurse starts nothing: the call goes into a consultation the home runs.
+    status, _, text = await nurse.form(f"/console/terminals/{terminal_id}/call", {}, "/console")
+    assert status == 400 and "A nurse calls a terminal from a consultation" in text
+    page = f"/console/consultations/{c.id}"
+    async with nurse.http.get(harness.base_url + page) as r:
+        assert f'data-terminal="{terminal_id}"' in await r.text()
+    status, location, _ = await nurse.form(
+        f"/console/terminals/{terminal_id}/call", {"consultation": c.id}, page
+    )
+    assert status == 303 and location.startswith("/join/")
+    ring = await stream.wait("ring")
+    assert ring["caller"] == {"name": "nurse-wu", "role": "nurse"}
+    grant = tokens.verify(harness.config.secret, ring["join"].removeprefix("/join/"))
+    assert grant.consultation_id == c.id
+
+    # Another site's doctor: the terminal does not exist for them.
+    outsider = Client(harness.base_url)
+    try:
+        await outsider.login("dr-out")
+        status, _, _ = await outsider.form(f"/console/terminals/{terminal_id}/call", {}, "/console")
+        assert status == 404
+    finally:
+        await outsider.http.close()
+    await stream.close()
