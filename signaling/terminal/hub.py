@@ -20,6 +20,9 @@ from typing import Any
 QUEUE_SIZE = 16
 # How long a call rings before it is withdrawn.
 RING_S = 60.0
+# Streams one terminal may hold open here: a terminal that reconnects before its old socket
+# was noticed dead needs two; a stolen credential gets no more than this. The oldest goes.
+MAX_STREAMS = 3
 
 
 @dataclass
@@ -34,7 +37,8 @@ class Ring:
 
 class TerminalHub:
     def __init__(self) -> None:
-        self._streams: dict[str, set[asyncio.Queue[dict[str, Any] | None]]] = {}
+        # Per terminal, its streams' queues oldest first (a dict as an ordered set).
+        self._streams: dict[str, dict[asyncio.Queue[dict[str, Any] | None], None]] = {}
         self._rings: dict[str, Ring] = {}
 
     def online(self, terminal_id: str) -> bool:
@@ -45,7 +49,12 @@ class TerminalHub:
         self, terminal_id: str
     ) -> AsyncIterator[asyncio.Queue[dict[str, Any] | None]]:
         queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(QUEUE_SIZE)
-        self._streams.setdefault(terminal_id, set()).add(queue)
+        streams = self._streams.setdefault(terminal_id, {})
+        while len(streams) >= MAX_STREAMS:
+            oldest = next(iter(streams))
+            del streams[oldest]
+            self._cut(oldest)
+        streams[queue] = None
         ring = self._rings.get(terminal_id)
         if ring is not None and ring.live():
             queue.put_nowait(ring.event)
@@ -54,7 +63,7 @@ class TerminalHub:
         finally:
             streams = self._streams.get(terminal_id)
             if streams is not None:
-                streams.discard(queue)
+                streams.pop(queue, None)
                 if not streams:
                     del self._streams[terminal_id]
 

@@ -32,7 +32,7 @@ from rooms.records.terminals import Collected, Pairing, Terminal, Terminals
 from rooms.roles import Role, StaffRole
 from signaling import tokens
 from signaling.console.clinic import ClinicService
-from signaling.terminal.hub import TerminalHub
+from signaling.terminal.hub import RING_S, TerminalHub
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +132,8 @@ class TerminalService:
     # ------------------------------------------------------------ the terminal's stream
 
     async def connected(self, terminal: Terminal) -> None:
+        # Not audited: a flaky link reconnects all day. Pairing, calls and revocation are.
         await self.records.seen(terminal.id)
-        self._record("terminal_connected", None, terminal)
         self._changed(terminal)
 
     async def heartbeat(self, terminal: Terminal) -> bool:
@@ -201,6 +201,7 @@ class TerminalService:
                 "call": call.id,
                 "caller": {"name": member.display_name, "role": call_role_of(member)},
                 "autoAnswer": terminal.auto_answer_s,
+                "ringSeconds": int(RING_S),
                 "join": f"/join/{token}",
             },
         )

@@ -225,7 +225,7 @@ async def test_pairing_refuses_wrong_codes_then_pairs_and_the_terminal_is_called
 
     actions = [e["action"] for e in harness.server.audit.entries()]
     for action in ("terminal_pairing_refused", "terminal_paired", "terminal_credential_issued",
-                   "terminal_connected", "terminal_called", "terminal_declined"):  # fmt: skip
+                   "terminal_called", "terminal_declined"):  # fmt: skip
         assert action in actions
     assert "Room 203" not in harness.server.audit.path.read_text()
 

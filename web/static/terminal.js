@@ -252,6 +252,15 @@ function ring(event) {
   const seconds = Number(event.autoAnswer) || 0;
   $("terminal-countdown").hidden = seconds <= 0;
   if (seconds > 0) countdown(seconds);
+  // Nobody answered: the call is withdrawn on the server after as long; stop ringing here.
+  const call = event.call;
+  setTimeout(() => {
+    if (state.ring?.call !== call) return;
+    stopCountdown();
+    stopTone();
+    state.ring = null;
+    showHome();
+  }, (Number(event.ringSeconds) || 60) * 1000);
   $("terminal-answer").focus();
 }
 
