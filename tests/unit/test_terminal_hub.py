@@ -25,9 +25,9 @@ async def test_streams_are_bounded_and_a_full_one_is_cut() -> None:
     hub = TerminalHub()
     async with contextlib.AsyncExitStack() as stack:
         queues = [await stack.enter_async_context(hub.connect("term_1")) for _ in range(4)]
-        # The oldest was told to end (None) when the fourth came.
+        # The oldest was told to end (None) when the fourth came; the others hold on.
+        assert all(q.empty() for q in queues[1:]) and len(queues[1:]) == MAX_STREAMS
         assert queues[0].get_nowait() is None
-        assert sum(1 for q in queues if q.empty()) == MAX_STREAMS
         for _ in range(QUEUE_SIZE + 1):
             hub.send("term_1", {"type": "settings"})
         # A reader that fell behind: its queue ends with None, and never grew past its size.
