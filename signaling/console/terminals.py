@@ -33,6 +33,11 @@ from signaling.terminal.api import TERMINALS
 from signaling.terminal.service import TerminalService
 
 _MAX_FIELD = 200
+# The refusals the admin console words (web/i18n: console.error.terminal.*).
+_ADMIN_ERRORS = frozenset(
+    {"wrong_code", "expired_code", "too_many_attempts", "not_nursing_home", "invalid",
+     "not_found", "forbidden", "busy"}
+)  # fmt: skip
 
 
 def _rows(service: TerminalService, terminals: list[Terminal]) -> list[dict[str, Any]]:
@@ -106,8 +111,9 @@ def _admin_action(
             site_id = await act(request.app[TERMINALS], member, request.match_info["id"], f)
         except RecordError as exc:
             status = 429 if isinstance(exc, TooManyAttempts) else status_of(exc)
+            code = exc.code if exc.code in _ADMIN_ERRORS else "invalid"
             return await admin._render_admin(
-                request, service, member, site_id, status=status, error=f"terminal.{exc.code}"
+                request, service, member, site_id, status=status, error=f"terminal.{code}"
             )
         query = urlencode({"site": site_id, "done": done})
         raise web.HTTPSeeOther(f"/console/admin?{query}#terminals")
