@@ -154,7 +154,13 @@ def create_app(config: ServerConfig, *, store: RoomStore | None = None) -> web.A
     setup_pages(app)
     setup_frontdesk(app, config, database, audit)
     # Nursing-home terminals: their page and endpoints, and their part of the consoles.
-    terminal_api.setup(app, TerminalService(app[CLINIC]))
+    terminal_api.setup(
+        app,
+        TerminalService(
+            app[CLINIC],
+            in_room=lambda cid, who: any(m.grant.identity == who for m in rooms.members_of(cid)),
+        ),
+    )
     console_terminals.setup(app)
     # Chat and shared images: kept with the consultation's record, sealed with its key; the
     # front desk's file workers do their CPU and disk work.

@@ -40,21 +40,32 @@ _ADMIN_ERRORS = frozenset(
 )  # fmt: skip
 
 
-def _rows(service: TerminalService, terminals: list[Terminal]) -> list[dict[str, Any]]:
+async def _rows(service: TerminalService, terminals: list[Terminal]) -> list[dict[str, Any]]:
     now = datetime.now(UTC)
-    return [
-        {
-            "id": t.id,
-            "label": t.label,
-            "active": t.active,
-            "paired": t.paired,
-            "online": t.active and t.paired and service.online(t, now),
-            "auto_answer": t.auto_answer_s,
-            "last_called": t.last_called_at,
-            "last_seen": t.last_seen_at,
-        }
-        for t in terminals
-    ]
+    rows = []
+    for t in terminals:
+        online = t.active and t.paired and service.online(t, now)
+        in_call = t.active and t.paired and not online and await service.in_call(t)
+        if not t.active:
+            state = "revoked"
+        elif not t.paired:
+            state = "pairing"
+        else:
+            state = "online" if online else "in_call" if in_call else "offline"
+        rows.append(
+            {
+                "id": t.id,
+                "label": t.label,
+                "active": t.active,
+                "paired": t.paired,
+                "online": online,
+                "state": state,
+                "auto_answer": t.auto_answer_s,
+                "last_called": t.last_called_at,
+                "last_seen": t.last_seen_at,
+            }
+        )
+    return rows
 
 
 async def admin_context(
@@ -65,7 +76,10 @@ async def admin_context(
         return {"terminals": None}
     service = request.app[TERMINALS]
     listed = await service.records.list(member.actor, site.id)
-    return {"terminals": _rows(service, listed), "auto_answer_choices": AUTO_ANSWER_CHOICES}
+    return {
+        "terminals": await _rows(service, listed),
+        "auto_answer_choices": AUTO_ANSWER_CHOICES,
+    }
 
 
 async def desk_context(request: web.Request, p: Page) -> dict[str, Any]:
@@ -77,7 +91,7 @@ async def desk_context(request: web.Request, p: Page) -> dict[str, Any]:
     if site.kind is not SiteKind.nursing_home:
         return {"terminals": None}
     service = request.app[TERMINALS]
-    return {"terminals": _rows(service, await service.records.list(p.actor, site_id))}
+    return {"terminals": await _rows(service, await service.records.list(p.actor, site_id))}
 
 
 async def consultation_context(
@@ -93,7 +107,8 @@ async def consultation_context(
         return {"call_terminals": []}
     service = request.app[TERMINALS]
     listed = await service.records.list(p.actor, c.site_id)
-    return {"call_terminals": [r for r in _rows(service, listed) if r["active"] and r["paired"]]}
+    rows = await _rows(service, listed)
+    return {"call_terminals": [r for r in rows if r["active"] and r["paired"]]}
 
 
 # ------------------------------------------------------------------ admin actions

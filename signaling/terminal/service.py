@@ -18,6 +18,7 @@ consultation it was called into and not yet over, which ends a live call at once
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -47,6 +48,9 @@ ONLINE_WITHIN = timedelta(seconds=45)
 class TerminalService:
     clinic: ClinicService
     hub: TerminalHub = field(default_factory=TerminalHub)
+    # Whether an identity has a session in a consultation on this node (Rooms.members_of):
+    # a terminal in a call has closed its event stream, and is shown "in a call", not offline.
+    in_room: Callable[[str, str], bool] | None = None
 
     @property
     def records(self) -> Terminals:
@@ -59,6 +63,14 @@ class TerminalService:
 
     def _changed(self, terminal: Terminal) -> None:
         self.clinic.frontdesk.changed(TOPIC, terminal.site_id)
+
+    async def in_call(self, terminal: Terminal) -> bool:
+        if self.in_room is None or not terminal.active:
+            return False
+        return any(
+            self.in_room(call.consultation_id, terminal.identity)
+            for call in await self.records.live_calls(terminal.id)
+        )
 
     def online(self, terminal: Terminal, now: datetime) -> bool:
         """Connected to this node, or heard from recently by another one."""
