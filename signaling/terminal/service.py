@@ -17,6 +17,7 @@ consultation it was called into and not yet over, which ends a live call at once
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,6 +43,8 @@ TOPIC = "terminals"
 NEW_CALL_MINUTES = 30
 # A terminal whose stream has been quiet this long (three heartbeats) is shown offline.
 ONLINE_WITHIN = timedelta(seconds=45)
+# After an answer, when the consoles are told to look again (the terminal joins meanwhile).
+_IN_CALL_NOTICES_S = (3.0, 8.0)
 
 
 @dataclass
@@ -225,6 +228,11 @@ class TerminalService:
     async def answer(self, terminal: Terminal, call_id: str, *, auto: bool) -> None:
         call = await self.records.call(terminal.id, call_id)
         self.hub.stop_ringing(terminal.id, call.id)
+        # Its stream closes now and it joins the call a moment later, which tells the
+        # consoles nothing: tell them again once it has likely joined ("In a call").
+        loop = asyncio.get_running_loop()
+        for delay in _IN_CALL_NOTICES_S:
+            loop.call_later(delay, self._changed, terminal)
         self._record("terminal_answered", None, terminal, consultation=call.consultation_id,
                      call=call.id, auto=auto)  # fmt: skip
 

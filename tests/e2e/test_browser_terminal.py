@@ -189,12 +189,13 @@ async def test_a_terminal_pairs_is_called_auto_answers_and_revoking_ends_the_cal
             video = [s for s in stats[role]["inbound"] if s["kind"] == "video"]
             assert video and video[0]["framesDecoded"] > 60, stats
         await _shot(terminal, "in-call-zh-CN")
-        # The consoles show it in the call (its event stream is closed meanwhile).
-        await admin.goto(site_url)
-        state = await admin.evaluate(
-            f"document.querySelector('li[data-terminal=\"{terminal_id}\"]').dataset.state"
+        # The console shows it in the call (its event stream is closed meanwhile), live.
+        await wait_for(
+            admin,
+            f"document.querySelector('li[data-terminal=\"{terminal_id}\"]')"
+            ".dataset.state === 'in_call'",
+            12,
         )
-        assert state == "in_call"
         assert "In a call" in await admin.inner_text("#terminals")
         await admin.locator("#terminals").screenshot(
             path=str(ARTIFACTS / "terminal-console-en.png")
