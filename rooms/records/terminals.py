@@ -222,6 +222,12 @@ class Terminals:
         at = now or datetime.now(UTC)
         code = code.strip().replace(" ", "")
         async with self._db.engine.begin() as conn:
+            # Failures older than the window count for nothing: drop them as new ones come.
+            await conn.execute(
+                delete(terminal_pairing_failures).where(
+                    terminal_pairing_failures.c.at <= at - FAILURE_WINDOW
+                )
+            )
             failures = (
                 await conn.execute(
                     select(func.count()).where(
