@@ -176,12 +176,14 @@ async def test_a_terminal_pairs_is_called_auto_answers_and_revoking_ends_the_cal
         rang_at = time.monotonic()
         first = int(await wait_for(terminal, "document.getElementById('terminal-countdown')"
                                              ".dataset.left", 3))  # fmt: skip
-        assert 3 <= first <= 5
+        assert 2 <= first <= 5
         assert "秒后自动接听" in await terminal.inner_text("#terminal-countdown")
         await _shot(terminal, "countdown-zh-CN")
         await terminal.wait_for_url(re.compile(r"/join/"), timeout=10_000)
         answered_after = time.monotonic() - rang_at
-        assert 3.5 < answered_after < 8, answered_after
+        # Not at once, and not long after the 5 s (the test sees the ring up to a moment late
+        # on a loaded machine, so the lower bound leaves room).
+        assert 2.5 < answered_after < 10, answered_after
         assert "kiosk=1" in terminal.url
         await doctor.goto(f"{doctor_url}?autojoin=1&lang=zh-CN")
         stats = await wait_for_media({"terminal": terminal, "doctor": doctor}, server, console)
