@@ -691,6 +691,8 @@ function setConnectionState(s) {
 
 function end(text) {
   state.phase = "ended";
+  // A nursing-home terminal's call page goes back to its home screen by itself.
+  if (params.get("terminal") === "1") setTimeout(() => window.location.assign("/terminal"), 8000);
   stopConnectionCheck();
   stopPing();
   stallWatch.stop();
