@@ -279,8 +279,10 @@ class Room:
         while len(self.roles) > ROLES_KEPT:
             del self.roles[next(iter(self.roles))]
         if self.revocation.revoked_since_check(grant):
-            # Revoked between the token check and reaching the Room, where revocations look.
+            # Revoked between the token check and reaching the Room, where revocations look:
+            # the end of its link takes the seat back; nobody hears of it, no media opens.
             link.end("removed")
+            return
         self.broadcast(p.ParticipantJoined(participant=_info(participant)), exclude=participant.id)
         self.audit.record(
             "join",
@@ -305,6 +307,11 @@ class Room:
             subscribe=can(grant.role, Permission.subscribe),
             video_codecs=member.video_codecs,
         )
+        if self.members.get(participant.id) is not member:
+            # It left (or was removed) while its media session was being opened: the leave
+            # closed nothing, so close what just opened.
+            await self.worker.close_session(self.consultation_id, participant.id)
+            return
         self.images.joined(member)
         await self.chat.joined(member)
 
@@ -425,6 +432,9 @@ class Room:
             subscribe=can(member.grant.role, Permission.subscribe),
             video_codecs=member.video_codecs,
         )
+        if self.members.get(member.id) is not member:
+            await self.worker.close_session(cid, member.id)  # it left meanwhile
+            return
         for participant in await self.store.participants(cid):
             if participant.id == member.id:
                 for kind in ("audio", "video"):
@@ -648,9 +658,7 @@ class Room:
         member = self.members.get(participant_id)
         if member is None:
             return
-        recovering = reason.startswith("media connection") and not isinstance(
-            member.link, HeldLink
-        )
+        recovering = reason.startswith("media connection") and not isinstance(member.link, HeldLink)
         now = time.monotonic()
         attempts, last = self._recoveries.get(participant_id, (0, now))
         if now - last > RECOVERY_FORGOTTEN_S:
@@ -703,6 +711,8 @@ class Room:
     async def _reopen_media(self) -> None:
         cid = self.consultation_id
         for member in list(self.members.values()):
+            if self.members.get(member.id) is not member:
+                continue  # left while the others' sessions were being opened
             await self.worker.open_session(
                 cid,
                 member.id,
@@ -710,6 +720,8 @@ class Room:
                 subscribe=can(member.grant.role, Permission.subscribe),
                 video_codecs=member.video_codecs,
             )
+            if self.members.get(member.id) is not member:
+                await self.worker.close_session(cid, member.id)
         for participant in await self.store.participants(cid):
             for kind, muted in (
                 ("audio", participant.audio_muted),
