@@ -221,14 +221,21 @@ class Bot:
         )
 
     def published(self, participant_id: str, source: str) -> list[str]:
-        """Ids of the Producers of ``source`` the participant opened, as announced."""
-        return [
+        """Ids of the Producers of ``source`` the participant opened, in order: announced
+        (``track_published``) or, for those opened before this bot joined, offered."""
+        ids = [
             e.producerId
             for e in self.events
             if isinstance(e, p.TrackPublished)
             and e.participantId == participant_id
             and e.source == source
         ]
+        offered = [
+            i.producer_id
+            for i in (*self._past_inbound, *self.inbound.values())
+            if i.participant_id == participant_id and i.source == source and i.producer_id
+        ]
+        return [*(x for x in dict.fromkeys(offered) if x not in ids), *ids]
 
     def frames_from(self, participant_id: str, kind: str) -> int:
         return sum(
