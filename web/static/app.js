@@ -13,6 +13,7 @@ import { Call } from "./call.js";
 import { ChatPanel } from "./chat.js";
 import { newRecordingState, RecordingUi } from "./recording.js";
 import { RecordingsPanel } from "./recordings.js";
+import { ScreenShare } from "./screenshare.js";
 import { Signaling, signalingUrl } from "./signaling.js";
 import { StallWatch } from "./stall.js";
 import {
@@ -135,6 +136,15 @@ const videoMode = new VideoModeUi({
   grid,
   pc: () => call?.pc ?? null,
 });
+const screenShare = new ScreenShare({
+  t,
+  send: (msg) => Boolean(sig?.send(msg)),
+  toasts,
+  grid,
+  nameOf: (id) => participants[id]?.name || t("role.unknown"),
+  mainCamera: () => local.video,
+});
+hook.screenShare = screenShare.state;
 hook.chat = chat;
 hook.viewer = viewer.state;
 hook.videoMode = videoMode;
@@ -482,6 +492,8 @@ function onJoined(msg) {
   videoMode.rejoined();
   videoMode.render();
   videoMode.start();
+  screenShare.clear();
+  screenShare.joined(state.permissions);
   updateControls();
   updateWaiting();
   // A reconnect starts a new session: tell the others what we had muted.
@@ -524,12 +536,17 @@ function candidateMessage(c) {
 async function onOffer(msg) {
   if (!call) return;
   const s = sig;
-  const sdp = await call.handleOffer(msg, { audio: local.audio, video: local.video });
+  const sdp = await call.handleOffer(msg, {
+    audio: local.audio,
+    video: local.video,
+    ...screenShare.tracks(),
+  });
   s.send({ type: "answer", sdp });
   call.answerSent();
   state.offers = call.offers;
   state.slots = msg.tracks ?? [];
   syncRemoteMedia();
+  screenShare.sync(state.slots, call.extraTracks());
 }
 
 function syncRemoteMedia() {
@@ -592,6 +609,7 @@ function onError(msg) {
   lastError = msg;
   console.warn("teleconsult: server error", msg.code, msg.ref ?? "", msg.message ?? "");
   if (recordingUi.onError(msg)) return;
+  screenShare.onError(msg);
   toasts.show(errorText(msg), { kind: "error" });
 }
 
@@ -699,6 +717,7 @@ function end(text) {
   sig?.close();
   teardownCall();
   stopLocalMedia();
+  screenShare.end();
   setBanner(null);
   for (const id of [...grid.tiles.keys()]) grid.remove(id);
   $("end-message").textContent = text;
