@@ -9,6 +9,7 @@ import asyncio
 import pytest
 
 from media.clips import Clip
+from recordings.catalog import Catalog
 from rooms.roles import Role
 from signaling import protocol as p
 from signaling.bot import Bot
@@ -151,3 +152,58 @@ async def test_who_may_publish_what_and_how_many(
         ),
         TIMEOUT,
     )
+
+
+async def test_a_screen_share_is_recorded_as_a_track_of_its_own(
+    harness: Harness, consultation: str, video_clip: Clip
+) -> None:
+    doctor = harness.bot(harness.token(consultation, Role.doctor), video=video_clip)
+    patient = harness.bot(harness.token(consultation, Role.patient), video=video_clip)
+    for bot in (doctor, patient):
+        await bot.connect()
+    did = doctor.participant_id
+    assert did is not None
+    assert await patient.wait_for(lambda: patient.frames_from(did, "video") > 5, TIMEOUT)
+    await doctor.send(p.Record(type="record", action="start"))
+    assert await patient.wait_for(
+        lambda: any(isinstance(e, p.ConsentRequest) for e in patient.events), 5
+    )
+    await patient.send(p.Consent(type="consent", granted=True))
+
+    def recording() -> bool:
+        states = [e for e in doctor.events if isinstance(e, p.RecordingState)]
+        return bool(states) and states[-1].state == "recording"
+
+    assert await doctor.wait_for(recording, 5)
+    await doctor.publish_extra("screen", video_clip)
+    assert await patient.wait_for(lambda: bool(patient.published(did, "screen")), TIMEOUT)
+    (screen,) = patient.published(did, "screen")
+    assert await patient.wait_for(lambda: patient.frames_of(screen) > 30, TIMEOUT)
+    await doctor.send(p.Record(type="record", action="stop"))
+    (info,) = await harness.closed_recordings(consultation)
+    manifest = Catalog(harness.server.recording_store).manifest(consultation, info.recording)
+    mine = {t.producer: t.frames for t in manifest.tracks if t.participant == did}
+    assert mine.get(screen, 0) > 20
+    assert len([f for f in mine.values() if f]) == 2  # the camera and the screen
+
+
+async def test_a_new_media_session_asks_for_the_same_extra_tracks_again(
+    harness: Harness, consultation: str, video_clip: Clip
+) -> None:
+    nurse = harness.bot(harness.token(consultation, Role.nurse), video=video_clip)
+    expert = harness.bot(harness.token(consultation, Role.expert), video=video_clip)
+    for bot in (nurse, expert):
+        await bot.connect()
+    nid = nurse.participant_id
+    assert nid is not None
+    await nurse.publish_extra("camera2", video_clip)
+    assert await expert.wait_for(lambda: bool(expert.published(nid, "camera2")), TIMEOUT)
+    (first,) = expert.published(nid, "camera2")
+    assert await expert.wait_for(lambda: expert.frames_of(first) > 10, TIMEOUT)
+
+    await nurse.restart_media()  # as after a network switch: a new connection
+    assert await nurse.wait_for(lambda: nurse.media_resets == 1, TIMEOUT)
+    assert await expert.wait_for(lambda: len(expert.published(nid, "camera2")) == 2, TIMEOUT)
+    second = expert.published(nid, "camera2")[-1]
+    assert await expert.wait_for(lambda: expert.frames_of(second) > 20, TIMEOUT)
+    assert nurse.errors == []
