@@ -123,3 +123,13 @@ async def test_a_shared_screen_is_decoded_and_shown_large_on_the_other_page(
         await patient.click("#camera2-btn")
         await wait_for(doctor, "window.teleconsult.screenShare.beside.length === 0", TIMEOUT)
         assert await doctor.locator("#grid .tile-extra").count() == 0
+
+        # Shared again: the page reuses its idle m-line, and the new share is decoded (an
+        # m-line's counter goes on from where its last track left it).
+        stats = await patient.evaluate(STATS_JS)
+        decoded = {s["mid"]: s["framesDecoded"] for s in stats["inbound"]}
+        await doctor.click("#screen-btn")
+        await wait_for(patient, "window.teleconsult.screenShare.spotlight !== null", TIMEOUT)
+        slots = await patient.evaluate("window.teleconsult.state.slots")
+        (mid,) = [x["mid"] for x in slots if x["role"] == "consume" and x.get("source") == "screen"]
+        await _wait_frames(patient, "screen", decoded.get(mid, 0) + 30)
