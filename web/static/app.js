@@ -287,6 +287,8 @@ async function onMessage(msg) {
     case "track_unpublished":
       return onTrack(msg.participantId, msg.kind, null);
     case "mute_changed":
+      // An extra video track paused (msg.source) is not the camera: the tile stays as it is.
+      if (msg.source) return undefined;
       return onMuteChanged(msg.participantId, msg.kind, msg.muted);
     case "consent_request":
       return recordingUi.onConsentRequest(msg);
