@@ -90,6 +90,15 @@ async def test_a_shared_screen_is_decoded_and_shown_large_on_the_other_page(
         )
         await wait_for(patient, "window.teleconsult.screenShare.spotlight !== null", TIMEOUT)
         await _wait_frames(patient, "screen", 30)
+        # Announced with its source: kept apart from the sender's camera.
+        await wait_for(
+            patient,
+            "(() => { const tc = window.teleconsult;"
+            " const p = tc.participants[tc.screenShare.spotlight.participantId];"
+            " return p.producers.screen === tc.screenShare.spotlight.producerId"
+            " && p.producers.video !== p.producers.screen; })()",
+            TIMEOUT,
+        )
         # Both videos decode: the camera goes on beside the screen.
         camera = await _frames(patient, "camera")
         await _wait_frames(patient, "camera", camera + 10)

@@ -9,7 +9,7 @@
 // the TURN server (to check a site's relay; docs/architecture.md, Media).
 
 import { VideoModeUi } from "./bandwidth.js";
-import { Call } from "./call.js";
+import { Call, EXTRA_SOURCES } from "./call.js";
 import { ChatPanel } from "./chat.js";
 import { newRecordingState, RecordingUi } from "./recording.js";
 import { RecordingsPanel } from "./recordings.js";
@@ -68,7 +68,7 @@ const state = {
   kiosk: Boolean(boot.kiosk),
   videoUnavailable: false, // the server said this browser cannot use the room's video codec
 };
-/** id -> {id, name, role, audioMuted, videoMuted, producers: {audio?, video?}, self?} */
+/** id -> {id, name, role, audioMuted, videoMuted, producers: {audio?, video?, screen?, camera2?}, self?} */
 const participants = {};
 const hook = {
   pc: null,
@@ -282,10 +282,11 @@ async function onMessage(msg) {
       return onParticipantJoined(msg.participant);
     case "participant_left":
       return onParticipantLeft(msg.participantId);
+    // Keyed by source for extra video tracks, so a screen share leaves `video` (the camera).
     case "track_published":
-      return onTrack(msg.participantId, msg.kind, msg.producerId);
+      return onTrack(msg.participantId, extraSource(msg) ?? msg.kind, msg.producerId);
     case "track_unpublished":
-      return onTrack(msg.participantId, msg.kind, null);
+      return onTrack(msg.participantId, extraSource(msg) ?? msg.kind, null);
     case "mute_changed":
       // An extra video track paused (msg.source) is not the camera: the tile stays as it is.
       if (msg.source) return undefined;
@@ -591,6 +592,10 @@ function onTrack(id, kind, producerId) {
   if (!p) return;
   if (producerId) p.producers[kind] = producerId;
   else delete p.producers[kind];
+}
+
+function extraSource(msg) {
+  return EXTRA_SOURCES.includes(msg.source) ? msg.source : null;
 }
 
 function onMuteChanged(id, kind, muted) {
