@@ -33,6 +33,9 @@ MAX_CHAT_CHARS = 2000
 CHAT_PAGE = 50
 
 Kind = Literal["audio", "video"]
+# What a track is; the extra video sources are added and removed during the call.
+Source = Literal["microphone", "camera", "screen", "camera2"]
+ExtraSource = Literal["screen", "camera2"]
 
 
 class _Message(BaseModel):
@@ -75,6 +78,8 @@ class Mute(_Message):
     type: Literal["mute"]
     kind: Kind
     muted: bool
+    # Which extra video Producer (``screen``, ``camera2``); absent: the main track of kind.
+    source: ExtraSource | None = None
 
 
 class Leave(_Message):
@@ -194,6 +199,22 @@ class Pointer(_Message):
     type: Literal["pointer"]
     x: Unit | None = None
     y: Unit | None = None
+
+
+class PublishExtra(_Message):
+    """Publish another video track besides the camera: the screen (``screen``, needs
+    ``share_screen``) or a second camera (``camera2``, needs ``publish``). A new ``offer``
+    follows with a ``publish`` m-line of that source; at most two at once."""
+
+    type: Literal["publish_extra"]
+    source: ExtraSource
+
+
+class UnpublishExtra(_Message):
+    """Stop that extra video track; everyone is told (``track_unpublished``)."""
+
+    type: Literal["unpublish_extra"]
+    source: ExtraSource
 
 
 VideoMode = Literal["all", "audio_only", "speaker"]
@@ -324,7 +345,9 @@ ClientMessage = Annotated[
     | CameraControl
     | CameraResult
     | AgendaNext
-    | AgendaGoto,
+    | AgendaGoto
+    | PublishExtra
+    | UnpublishExtra,
     Field(discriminator="type"),
 ]
 _client_adapter: TypeAdapter[ClientMessage] = TypeAdapter(ClientMessage)
@@ -382,6 +405,9 @@ class TrackSlot(_Message):
     role: Literal["publish", "consume", "idle"]
     participantId: str | None = None
     producerId: str | None = None
+    # What the track is (publish and consume): "microphone", "camera", or an extra video's
+    # "screen" / "camera2". A "publish" m-line of source "screen" wants the screen track.
+    source: Source | None = None
 
 
 class Offer(_Message):
@@ -405,6 +431,8 @@ class TrackPublished(_Message):
     participantId: str
     producerId: str
     kind: Kind
+    # "screen" is shown large to everyone; "camera2" beside the sender's camera.
+    source: Source = "camera"
 
 
 class TrackUnpublished(_Message):
@@ -412,6 +440,7 @@ class TrackUnpublished(_Message):
     participantId: str
     producerId: str
     kind: Kind
+    source: Source = "camera"
 
 
 class MuteChanged(_Message):
@@ -419,6 +448,7 @@ class MuteChanged(_Message):
     participantId: str
     kind: Kind
     muted: bool
+    source: ExtraSource | None = None
 
 
 class ConsentRequest(_Message):
@@ -661,6 +691,8 @@ ErrorCode = Literal[
     "video_unavailable",
     # A camera-control command to a device that cannot move that way: nothing applied.
     "camera_unsupported",
+    # publish_extra past the limit of extra video tracks (two at once).
+    "too_many_producers",
     "internal",
 ]
 
@@ -738,6 +770,8 @@ CLIENT_TYPES = frozenset(
         "camera_result",
         "agenda_next",
         "agenda_goto",
+        "publish_extra",
+        "unpublish_extra",
     ]
 )
 

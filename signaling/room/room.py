@@ -39,6 +39,7 @@ from signaling.room.agenda import Agenda
 from signaling.room.camera import FarCamera
 from signaling.room.chat import RoomChat
 from signaling.room.consent import RecordingConsent
+from signaling.room.extra_video import ExtraVideo
 from signaling.room.floor import Floor, holds
 from signaling.room.incoming_video import IncomingVideo
 from signaling.room.limits import TokenBucket
@@ -120,6 +121,7 @@ class Room:
         self.floor = Floor(self)
         self.agenda = Agenda(self, keeping)
         self.camera = FarCamera(self)
+        self.extra_video = ExtraVideo(self)
 
     def __repr__(self) -> str:
         return f"Room({self.consultation_id}, members={len(self.members)})"
@@ -287,8 +289,10 @@ class Room:
         while len(self.roles) > ROLES_KEPT:
             del self.roles[next(iter(self.roles))]
         if self.revocation.revoked_since_check(grant):
-            # Revoked between the token check and reaching the Room, where revocations look.
+            # Revoked between the token check and reaching the Room, where revocations look:
+            # the end of its link takes the seat back; nobody hears of it, no media opens.
             link.end("removed")
+            return
         self.broadcast(p.ParticipantJoined(participant=_info(participant)), exclude=participant.id)
         self.audit.record(
             "join",
@@ -313,6 +317,11 @@ class Room:
             subscribe=can(grant.role, Permission.subscribe),
             video_codecs=member.video_codecs,
         )
+        if self.members.get(participant.id) is not member:
+            # It left (or was removed) while its media session was being opened: the leave
+            # closed nothing, so close what just opened.
+            await self.worker.close_session(self.consultation_id, participant.id)
+            return
         await self.floor.joined(member)
         await self.agenda.joined(member)
         self.images.joined(member)
@@ -341,6 +350,7 @@ class Room:
         self.incoming_video.left(participant_id)
         self.floor.left(participant_id)
         self.camera.left(participant_id)
+        self.extra_video.left(participant_id)
         if self.recording is not None:
             if self.members:
                 await self.recording.left(participant_id)
@@ -441,12 +451,16 @@ class Room:
             subscribe=can(member.grant.role, Permission.subscribe),
             video_codecs=member.video_codecs,
         )
+        if self.members.get(member.id) is not member:
+            await self.worker.close_session(cid, member.id)  # it left meanwhile
+            return
         for participant in await self.store.participants(cid):
             if participant.id == member.id:
                 for kind in ("audio", "video"):
                     if getattr(participant, f"{kind}_muted"):
                         await self.worker.pause_producers(cid, member.id, kind, True)  # type: ignore[arg-type]
         await self.incoming_video.reapply(member.id)
+        await self.extra_video.reapply(member.id)
 
     # ------------------------------------------------------------ messages
 
@@ -466,7 +480,11 @@ class Room:
                 cid, pid, message.candidate, message.sdpMid, message.sdpMLineIndex
             )
         elif isinstance(message, p.Mute):
-            await self._mute(member, message.kind, message.muted)
+            await self._mute(member, message.kind, message.muted, message.source)
+        elif isinstance(message, p.PublishExtra):
+            await self.extra_video.publish(member, message.source)
+        elif isinstance(message, p.UnpublishExtra):
+            await self.extra_video.unpublish(member, message.source)
         elif isinstance(message, p.Record):
             await self._record(member, message)
         elif isinstance(message, p.Consent):
@@ -578,7 +596,9 @@ class Room:
 
     # ------------------------------------------------------------ the call
 
-    async def _mute(self, member: Member, kind: Kind, muted: bool) -> None:
+    async def _mute(
+        self, member: Member, kind: Kind, muted: bool, source: p.ExtraSource | None = None
+    ) -> None:
         if not can(member.grant.role, Permission.publish):
             raise p.ProtocolError("forbidden", "nothing to mute: this role cannot publish", "mute")
         if kind == "audio" and not muted and not self.floor.may_unmute(member):
@@ -586,12 +606,14 @@ class Room:
             raise p.ProtocolError("forbidden", "ask for the floor: raise your hand", "mute")
         # Enforced by the Worker, not only reported: a client that keeps sending after
         # saying "muted" (or a modified page) reaches nobody.
-        await self.worker.pause_producers(self.consultation_id, member.id, kind, muted)
-        await self.store.set_muted(self.consultation_id, member.id, kind, muted)
+        await self.worker.pause_producers(self.consultation_id, member.id, kind, muted, source)
+        if source is None:
+            await self.store.set_muted(self.consultation_id, member.id, kind, muted)
         if kind == "audio" and not muted:
             self.agenda.heard(member)
         self.broadcast(
-            p.MuteChanged(participantId=member.id, kind=kind, muted=muted), exclude=member.id
+            p.MuteChanged(participantId=member.id, kind=kind, muted=muted, source=source),
+            exclude=member.id,
         )
 
     async def _record(self, member: Member, message: p.Record) -> None:
@@ -658,6 +680,7 @@ class Room:
                         role=s.role,
                         participantId=s.participant_id,
                         producerId=s.producer_id,
+                        source=s.source,
                     )
                     for s in slots
                 ],
@@ -670,6 +693,7 @@ class Room:
                 participantId=producer.participant_id,
                 producerId=producer.producer_id,
                 kind=producer.kind,
+                source=producer.source,
             )
         )
 
@@ -679,6 +703,7 @@ class Room:
                 participantId=producer.participant_id,
                 producerId=producer.producer_id,
                 kind=producer.kind,
+                source=producer.source,
             )
         )
 
@@ -742,6 +767,8 @@ class Room:
     async def _reopen_media(self) -> None:
         cid = self.consultation_id
         for member in list(self.members.values()):
+            if self.members.get(member.id) is not member:
+                continue  # left while the others' sessions were being opened
             await self.worker.open_session(
                 cid,
                 member.id,
@@ -749,6 +776,8 @@ class Room:
                 subscribe=can(member.grant.role, Permission.subscribe),
                 video_codecs=member.video_codecs,
             )
+            if self.members.get(member.id) is not member:
+                await self.worker.close_session(cid, member.id)
         for participant in await self.store.participants(cid):
             for kind, muted in (
                 ("audio", participant.audio_muted),
@@ -758,6 +787,7 @@ class Room:
                     await self.worker.pause_producers(cid, participant.id, kind, True)  # type: ignore[arg-type]
         for participant_id in list(self.members):
             await self.incoming_video.reapply(participant_id)
+            await self.extra_video.reapply(participant_id)
         if self.recording is not None:
             await self.recording.resume()
 

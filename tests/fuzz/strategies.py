@@ -594,6 +594,18 @@ def agenda_goto() -> st.SearchStrategy[Frame]:
     return message("agenda_goto", {"bedId": either(ids, hostile_text(64))})
 
 
+def _sources() -> st.SearchStrategy[Any]:
+    return either(st.sampled_from(["screen", "camera2"]), hostile_text(16))
+
+
+def publish_extra() -> st.SearchStrategy[Frame]:
+    return message("publish_extra", {"source": _sources()})
+
+
+def unpublish_extra() -> st.SearchStrategy[Frame]:
+    return message("unpublish_extra", {"source": _sources()})
+
+
 def bare(type_: str) -> st.SearchStrategy[Frame]:
     return message(type_, {})
 
@@ -629,6 +641,8 @@ MESSAGE_TYPES: dict[str, Callable[[], st.SearchStrategy[Frame]]] = {
     "camera_result": camera_result,
     "agenda_next": lambda: bare("agenda_next"),
     "agenda_goto": agenda_goto,
+    "publish_extra": publish_extra,
+    "unpublish_extra": unpublish_extra,
 }
 assert set(MESSAGE_TYPES) == p.CLIENT_TYPES  # a new client type needs a strategy here
 

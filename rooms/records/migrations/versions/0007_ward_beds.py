@@ -1,7 +1,10 @@
 """A ward round's agenda of beds and their summaries, kept with the consultation.
 
+It follows 0008 (nursing-home terminals), which was applied first: a database at 0008
+gets this table next, and the revisions stay one line.
+
 Revision ID: 0007
-Revises: 0006
+Revises: 0008
 Create Date: 2026-12-05
 """
 
@@ -13,7 +16,7 @@ from alembic import op
 from rooms.records.schema import UtcDateTime
 
 revision = "0007"
-down_revision = "0006"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
