@@ -174,7 +174,8 @@ async def test_a_ward_round_with_floor_control(server: RunningServer, lang: str)
         # The bedside is shown large on every page.
         for page in pages.values():
             spot = (
-                "document.querySelector('.grid.spotlight .tile-spotlight')?.dataset.participantId"
+                "document.querySelector('.grid.ward-spotlight .tile-bedside')"
+                "?.dataset.participantId"
             )
             await wait_for(page, f"{spot} === '{ids['bedside']}'", TIMEOUT)
 

@@ -220,9 +220,9 @@ export class WardRound {
   spotlight() {
     const bedside = this.state.floor?.bedside ?? null;
     const container = this.grid.container;
-    container.classList.toggle("spotlight", Boolean(bedside && this.grid.tiles.has(bedside)));
+    container.classList.toggle("ward-spotlight", Boolean(bedside && this.grid.tiles.has(bedside)));
     for (const [id, tile] of this.grid.tiles) {
-      tile.root.classList.toggle("tile-spotlight", id === bedside);
+      tile.root.classList.toggle("tile-bedside", id === bedside);
     }
   }
 }
