@@ -1,11 +1,8 @@
 """A ward round's agenda of beds and their summaries, kept with the consultation.
 
-It follows 0008 (nursing-home terminals), which was applied first: a database at 0008
-gets this table next, and the revisions stay one line.
-
-Revision ID: 0007
+Revision ID: 0009
 Revises: 0008
-Create Date: 2026-12-05
+Create Date: 2026-11-25
 """
 
 from __future__ import annotations
@@ -15,7 +12,7 @@ from alembic import op
 
 from rooms.records.schema import UtcDateTime
 
-revision = "0007"
+revision = "0009"
 down_revision = "0008"
 branch_labels = None
 depends_on = None
