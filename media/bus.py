@@ -581,6 +581,14 @@ class RedisWorkerClient:
         finally:
             await self._forget(consultation_id, participant_id)
 
+    async def close_orphan_session(self, consultation_id: str, participant_id: str) -> None:
+        """Close a session another signaling node opened and can no longer close (it died):
+        its Worker still holds it, and its Producers would be offered to newcomers."""
+        try:
+            await self._call(consultation_id, "close_session", {"pid": participant_id})
+        except MediaError as exc:
+            log.info("closing orphan %s on its Worker: %s", participant_id, exc.message)
+
     async def answer(self, consultation_id: str, participant_id: str, sdp: str) -> None:
         await self._call(consultation_id, "answer", {"pid": participant_id, "sdp": sdp})
 
