@@ -47,6 +47,7 @@ from media.config import MediaConfig, VideoCodec
 from media.errors import MediaError
 from media.registry import HEARTBEAT_S, Registry, WorkerLoad
 from media.worker import RecordingFactory, Worker
+from rooms.redis_client import connect
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,9 @@ CALL_TIMEOUT_S = 5.0
 # not need Redis (media does not pass through it), new joins wait for it to come back.
 REDIS_WAIT_S = 10.0
 MONITOR_S = 0.5
+# Workers missing from a Redis up for less than this (s) are not dead: it restarted empty and
+# their next heartbeat (every HEARTBEAT_S) tells it again.
+REDIS_SETTLE_S = 2
 OPS = frozenset(
     {
         "open_session",
@@ -696,6 +700,8 @@ class RedisWorkerClient:
         for cid, worker_id in list(self._workers.items()):
             if not await self.registry.alive(worker_id):
                 dead.setdefault(worker_id, set()).add(cid)
+        if dead and await self._redis_just_started():
+            return
         for worker_id, consultations in dead.items():
             log.warning(
                 "node %s: media Worker %s is gone; moving %d consultation(s)",
@@ -705,6 +711,12 @@ class RedisWorkerClient:
             )
             for cid in consultations:
                 await self._move(cid, worker_id)
+
+    async def _redis_just_started(self) -> bool:
+        """A Redis that restarted empty has forgotten every Worker until its next heartbeat:
+        not a reason to move anyone's media."""
+        info = await self.redis.info("server")
+        return int(info.get("uptime_in_seconds", REDIS_SETTLE_S)) < REDIS_SETTLE_S
 
     async def _move(self, cid: str, dead_worker: str) -> None:
         try:
@@ -731,7 +743,7 @@ async def serve_worker(
     ready: Callable[[str], Awaitable[None] | None] | None = None,
 ) -> None:
     """Run one Worker on the bus at ``url`` until cancelled (``teleconsult worker``)."""
-    redis = aioredis.Redis.from_url(url)
+    redis = connect(url)
     try:
         await redis.ping()
     except (RedisError, OSError) as exc:

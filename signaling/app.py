@@ -18,6 +18,7 @@ from media.client import WorkerClient, WorkerStats
 from media.local import LocalWorkerClient
 from recordings.room_recorder import RoomRecorder
 from recordings.store import RecordingStore
+from rooms import redis_client
 from rooms.memory import InMemoryRoomStore
 from rooms.records.database import Database
 from rooms.records.quality import CallQuality
@@ -74,7 +75,7 @@ _SHUTDOWN_TIMEOUT_S = 60.0
 
 def create_app(config: ServerConfig, *, store: RoomStore | None = None) -> web.Application:
     app = web.Application(client_max_size=256 * 1024, middlewares=[guard_middleware])
-    redis = aioredis.Redis.from_url(config.redis_url) if config.redis_url else None
+    redis = redis_client.connect(config.redis_url) if config.redis_url else None
     if store is not None:
         room_store = store
     elif config.redis_url:

@@ -529,9 +529,15 @@ class Relay:
             len(lanes),
         )
         for proxy in proxied:
+            self.proxies.pop(proxy.id, None)
+            if not proxy.reply.done():
+                # Still joining: refused at once, typed.
+                proxy.reply.set_result({"t": "refused", "code": "node_unavailable",
+                                        "message": "the node holding this consultation is gone",
+                                        "close": CLOSE_POLICY})  # fmt: skip
+                continue
             # Without a goodbye: the client reconnects (with its resume token) and lands
             # on a live node, which takes the Room over.
-            self.proxies.pop(proxy.id, None)
             proxy.connection.abort("the node holding the consultation is gone")
         for lane in lanes:
             lane.put({"t": "gone", "held": True})

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from media.clips import Clip
+from rooms.redis_client import connect
 from rooms.redis_store import RedisRoomStore
 from rooms.roles import Role
 from signaling import protocol as p
@@ -257,6 +258,8 @@ async def test_a_redis_restart_mid_call(
         restartable_redis.start()
         # ...and succeeds once it is back, into the same Room.
         await joining
+        await cluster.redis.aclose()
+        cluster.redis = connect(restartable_redis.url)
         assert time.monotonic() - stopped_at < 40
         await _all_see_each_other([doctor, patient, expert], frames=20)
         assert await cluster.owner("mn-redis-1") is a
