@@ -51,6 +51,8 @@ class Cluster:
     redis: aioredis.Redis
     nodes: list[Node]
     bots: list[Bot] = field(default_factory=list)
+    # TELECONSULT_SECRET as it was before the cluster set it (for its processes): restored.
+    previous_secret: str | None = None
 
     @property
     def registry(self) -> Registry:
@@ -110,6 +112,10 @@ class Cluster:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
         await self.redis.aclose()
+        if self.previous_secret is None:
+            os.environ.pop("TELECONSULT_SECRET", None)
+        else:
+            os.environ["TELECONSULT_SECRET"] = self.previous_secret
 
 
 def start_node(node: Node, redis_url: str, *extra: str) -> None:
@@ -120,20 +126,26 @@ def start_node(node: Node, redis_url: str, *extra: str) -> None:
 
 async def start_cluster(tmp_path: Path, redis_url: str, count: int = 2) -> Cluster:
     secret = secrets.token_hex(24)
+    previous = os.environ.get("TELECONSULT_SECRET")
+    # The nodes (and ``invite``) inherit it: one secret, as several machines are configured.
     os.environ["TELECONSULT_SECRET"] = secret
     redis = aioredis.Redis.from_url(redis_url)
     await redis.flushdb()
     nodes = [
         Node(free_port(), tmp_path / f"node{i}", tmp_path / f"node{i}.log") for i in range(count)
     ]
-    cluster = Cluster(secret, redis_url, redis, nodes)
-    for node in nodes:
-        start_node(node, redis_url)
-    for node in nodes:
-        await wait_healthy(node.url, node.process, timeout_s=30)
-    async with asyncio.timeout(30):
-        while len(await cluster.registry.live_workers()) < count:
-            await asyncio.sleep(0.2)
+    cluster = Cluster(secret, redis_url, redis, nodes, previous_secret=previous)
+    try:
+        for node in nodes:
+            start_node(node, redis_url)
+        for node in nodes:
+            await wait_healthy(node.url, node.process, timeout_s=30)
+        async with asyncio.timeout(30):
+            while len(await cluster.registry.live_workers()) < count:
+                await asyncio.sleep(0.2)
+    except BaseException:
+        await cluster.close()
+        raise
     return cluster
 
 
