@@ -197,6 +197,13 @@ def serve(args: argparse.Namespace) -> int:
     )
     # Every record: join tokens masked, a client's control characters escaped.
     logsafe.install()
+    if not _hold_data_dir(config.data_dir):
+        print(
+            f"error: another teleconsult serve uses {config.data_dir}: its audit log takes one "
+            "writer. Give each signaling node its own --data-dir.",
+            file=sys.stderr,
+        )
+        return 1
     asyncio.run(_check_records(config))
     if config.redis_url:
         asyncio.run(_check_redis(config.redis_url))
@@ -214,6 +221,27 @@ def serve(args: argparse.Namespace) -> int:
 
     run(config)
     return 0
+
+
+# Held for the life of the serving process (never closed): the lock goes with the process.
+_DATA_DIR_LOCK: list[int] = []
+
+
+def _hold_data_dir(data_dir: Path) -> bool:
+    """One serving process per data directory: its audit log is one hash chain with one
+    writer, so a second node on the same directory would fork it. False if another holds it.
+    (Other commands, such as ``invite``, never write the audit log.)"""
+    import fcntl
+
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(data_dir / "serve.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return False
+    _DATA_DIR_LOCK.append(fd)
+    return True
 
 
 async def _check_records(config: ServerConfig) -> None:

@@ -22,6 +22,7 @@ from signaling.audit.log import log_path
 from signaling.nodes import Nodes
 from tests.conftest import RedisServer
 from tests.integration.multinode import Cluster, OwnRedis, own_redis, start_cluster
+from tests.integration.server_process import free_port, start_server, wait_healthy
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -33,9 +34,9 @@ async def cluster(tmp_path: Path, redis_server: RedisServer) -> AsyncIterator[Cl
         yield cluster
     finally:
         await cluster.close()
-        await_flush = __import__("redis.asyncio").asyncio.Redis.from_url(redis_server.url)
-        await await_flush.flushdb()
-        await await_flush.aclose()
+        redis = connect(redis_server.url)
+        await redis.flushdb()
+        await redis.aclose()
 
 
 @pytest.fixture
@@ -274,3 +275,16 @@ async def test_a_redis_restart_mid_call(
         assert seats == {doctor.participant_id, patient.participant_id, expert.participant_id}
     finally:
         await cluster.close()
+
+
+async def test_a_second_node_on_the_same_data_dir_refuses_to_start(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    # One audit chain, one writer: two nodes must not append to one audit log.
+    a = cluster.nodes[0]
+    log = tmp_path / "second.log"
+    second = start_server(free_port(), a.data_dir, "--redis", cluster.redis_url, log=log)
+    assert second.wait(timeout=30) == 1
+    assert "its own --data-dir" in log.read_text()
+    # The first goes on serving.
+    await wait_healthy(a.url, a.process)
