@@ -26,6 +26,7 @@ from rooms.roles import Role
 from signaling import tokens
 from signaling.audit.log import log_path
 from signaling.audit.verify import verify
+from signaling.cli import cluster as cluster_cli
 from signaling.cli import configuration, media_args
 from signaling.cli import frontdesk as frontdesk_cli
 from signaling.cli import opinions as opinions_cli
@@ -525,6 +526,7 @@ def build_parser() -> argparse.ArgumentParser:
     records_cli.add_parsers(sub, _data_dir_arg)
     frontdesk_cli.add_parsers(sub, _data_dir_arg)
     worker_cli.add_parser(sub, _data_dir_arg)
+    cluster_cli.add_parser(sub)
     opinions_cli.add_parsers(sub, _data_dir_arg)
     webhooks_cli.add_parser(sub, _data_dir_arg)
     return parser
