@@ -158,6 +158,14 @@ class Nodes:
                 raise NodeUnavailable(problem)
             await asyncio.sleep(0.3)
 
+    async def try_claim(self, consultation_id: str) -> str | None:
+        """One attempt: the owner (this node if nobody was), None while Redis settles."""
+        result = await self._claim(
+            keys=[self._owner_key(consultation_id), f"{self.prefix}nodes-since"],
+            args=[self.node_id, CLAIM_TTL_MS, SETTLE_MS],
+        )
+        return None if result is None else _str(result)
+
     async def renew(self, consultation_ids: Iterable[str]) -> tuple[list[str], list[str]]:
         """Renew this node's claims: (taken again after Redis forgot them, lost to others)."""
         retaken: list[str] = []

@@ -66,6 +66,8 @@ END_GRACE_S = 5.0
 # A node found without a heartbeat for this long is dead (a Redis that restarted empty has
 # forgotten every node for up to a heartbeat: not a reason to drop anyone).
 DEAD_AFTER_S = 2.5 * HEARTBEAT_S
+# Every this many heartbeats, seats nobody owns any more are swept.
+JANITOR_BEATS = 5
 
 CLOSE_TOKEN = 4001
 CLOSE_ADMISSION = 4003
@@ -433,12 +435,11 @@ class Relay:
         await asyncio.shield(task)
 
     async def _sweep(self, room: Room) -> None:
-        server, cid = self.server, room.consultation_id
-        stale = [
-            x
-            for x in await server.store.participants(cid)
-            if x.id not in room.members and x.id not in room.waiting
-        ]
+        await self._sweep_seats(room.consultation_id, {*room.members, *room.waiting})
+
+    async def _sweep_seats(self, cid: str, keep: set[str]) -> None:
+        server = self.server
+        stale = [x for x in await server.store.participants(cid) if x.id not in keep]
         if not stale:
             return
         log.warning("consultation %s taken over: sweeping %d stale seat(s)", cid, len(stale))
@@ -471,11 +472,15 @@ class Relay:
     # ------------------------------------------------------------ heartbeat and liveness
 
     async def _heartbeat(self) -> None:
+        beats = 0
         while True:
+            beats += 1
             try:
                 await self.nodes.beat()
                 await self._keep_claims()
                 await self._check_peers()
+                if beats % JANITOR_BEATS == 0:
+                    await self._sweep_abandoned()
             except (RedisError, OSError) as exc:
                 # Redis down: calls go on (media does not pass through it); try again.
                 log.info("node %s: heartbeat failed (%s)", self.node_id, exc)
@@ -489,6 +494,25 @@ class Relay:
             await self._reseat(cid)
         for cid in lost:
             log.error("node %s: another node took consultation %s", self.node_id, cid)
+
+    async def _sweep_abandoned(self) -> None:
+        """Seats of consultations nobody owns (their owner died and nobody came back): taken
+        over for a moment and swept, as a join there would."""
+        for consultation in await self.server.store.consultations():
+            cid = consultation.id
+            if consultation.ended or self.server.rooms.get(cid) is not None:
+                continue
+            if await self.nodes.owner(cid) is not None:
+                continue
+            if not await self.server.store.participants(cid):
+                continue
+            if await self.nodes.try_claim(cid) != self.node_id:
+                continue
+            try:
+                await self._sweep_seats(cid, set())
+            finally:
+                if self.server.rooms.get(cid) is None:
+                    await self.nodes.release(cid)
 
     async def _reseat(self, cid: str) -> None:
         room = self.server.rooms.get(cid)

@@ -204,8 +204,12 @@ async def test_a_killed_owner_node_s_consultation_is_taken_over_by_the_other(
     await observer.connect()
     await _all_see_each_other([doctor, patient])
     assert await cluster.owner("mn-owner-1") is a
+    # Someone alone in another consultation on the same node, who will not come back.
+    lone = cluster.bot(a, "mn-owner-2", Role.doctor, **media)
+    await lone.connect()
     old_ids = {doctor.participant_id, patient.participant_id, observer.participant_id}
     cluster.kill(a)
+    await lone.vanish()
     # The edge finds the owner gone and drops the sockets it relayed: their clients
     # reconnect. The doctor's socket died with its node.
     assert await patient.wait_for(lambda: patient._closed.is_set(), 15)
@@ -224,13 +228,24 @@ async def test_a_killed_owner_node_s_consultation_is_taken_over_by_the_other(
     finally:
         await store.close()
     assert seats == {doctor.participant_id, patient.participant_id}
+    await asyncio.sleep(0.5)  # the audit writer thread
     swept = {e["participant"] for e in _audit(b.data_dir) if e["action"] == "seat_swept"}
-    assert swept == old_ids - {doctor.participant_id, patient.participant_id} or swept <= old_ids
-    assert observer.participant_id in swept
-    # No Producer of the swept seats is offered to anyone.
-    last_offer = doctor.joined
-    assert last_offer is not None
-    assert {x.id for x in last_offer.participants} <= seats
+    assert observer.participant_id in swept and swept & old_ids == old_ids - seats
+    # No participant of the swept seats is listed to anyone.
+    last_joined = doctor.joined
+    assert last_joined is not None
+    assert {x.id for x in last_joined.participants} <= seats
+    # The consultation nobody came back to is swept too, by the survivor's heartbeat.
+    store = RedisRoomStore.from_url(cluster.redis_url)
+    try:
+        async with asyncio.timeout(20):
+            while await store.participants("mn-owner-2"):
+                await asyncio.sleep(0.5)
+    finally:
+        await store.close()
+    await asyncio.sleep(0.5)  # the audit writer thread
+    swept = {e["participant"] for e in _audit(b.data_dir) if e["action"] == "seat_swept"}
+    assert lone.participant_id in swept
 
 
 async def test_a_redis_restart_mid_call(
