@@ -225,7 +225,7 @@ def serve(args: argparse.Namespace) -> int:
 
 
 # Held for the life of the serving process (never closed): the lock goes with the process.
-_DATA_DIR_LOCK: list[int] = []
+_DATA_DIR_LOCKS: dict[Path, int] = {}
 
 
 def _hold_data_dir(data_dir: Path) -> bool:
@@ -234,14 +234,17 @@ def _hold_data_dir(data_dir: Path) -> bool:
     (Other commands, such as ``invite``, never write the audit log.)"""
     import fcntl
 
+    path = (data_dir / "serve.lock").resolve()
+    if path in _DATA_DIR_LOCKS:
+        return True  # this process holds it already
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(data_dir / "serve.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
         return False
-    _DATA_DIR_LOCK.append(fd)
+    _DATA_DIR_LOCKS[path] = fd
     return True
 
 
