@@ -34,7 +34,7 @@ import logging
 import secrets
 import time
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
 import redis.asyncio as aioredis
 from pydantic import ValidationError
@@ -44,7 +44,7 @@ from media.errors import MediaError
 from rooms.errors import RoomError
 from signaling import protocol as p
 from signaling.nodes import HEARTBEAT_S, REDIS_WAIT_S, Nodes, NodeUnavailable
-from signaling.tokens import TokenError
+from signaling.tokens import TokenError, verify
 
 if TYPE_CHECKING:
     from signaling.room.connection import ClientConnection
@@ -72,6 +72,9 @@ JANITOR_BEATS = 5
 CLOSE_TOKEN = 4001
 CLOSE_ADMISSION = 4003
 CLOSE_POLICY = 4008
+
+
+ERROR_CODES = frozenset(get_args(p.ErrorCode))
 
 
 class JoinRefused(Exception):
@@ -185,40 +188,44 @@ class Lane:
     async def _join(self, message: dict[str, Any]) -> bool:
         from signaling.room.connection import enter
 
-        server, cid = self.relay.server, str(message["cid"])
+        server = self.relay.server
+        try:
+            join = p.parse_client(str(message["raw"]))
+            if not isinstance(join, p.Join):
+                raise p.ProtocolError("not_joined", "the first message must be join")
+            # The consultation is the token's, whatever the edge said it was.
+            cid = verify(server.config.secret, join.token).consultation_id
+        except TokenError as exc:
+            self._refuse(exc.code, str(exc), CLOSE_TOKEN)
+            return False
+        except p.ProtocolError as exc:
+            self._refuse(exc.code, exc.message, CLOSE_POLICY)
+            return False
         try:
             owner = await self.relay.nodes.claim(cid)
         except NodeUnavailable as exc:
-            self._reply({"t": "refused", "code": "node_unavailable", "message": str(exc),
-                         "close": CLOSE_POLICY})  # fmt: skip
+            self._refuse("node_unavailable", str(exc), CLOSE_POLICY)
             return False
         if owner != self.relay.node_id:
             self._reply({"t": "moved"})
             return False
         received_at = time.monotonic() - min(max(float(message.get("waited", 0.0)), 0.0), 60.0)
         try:
-            join = p.parse_client(str(message["raw"]))
-            if not isinstance(join, p.Join):
-                raise p.ProtocolError("not_joined", "the first message must be join")
             self.room, self.member = await enter(server, self.link, join, received_at)
         except TokenError as exc:
-            self._reply({"t": "refused", "code": exc.code, "message": str(exc),
-                         "close": CLOSE_TOKEN})  # fmt: skip
+            self._refuse(exc.code, str(exc), CLOSE_TOKEN)
             return False
         except RoomError as exc:
-            self._reply({"t": "refused", "code": exc.code, "message": str(exc),
-                         "close": CLOSE_ADMISSION})  # fmt: skip
+            self._refuse(exc.code, str(exc), CLOSE_ADMISSION)  # type: ignore[arg-type]
             return False
-        except p.ProtocolError as exc:
-            self._reply({"t": "refused", "code": exc.code, "message": exc.message,
-                         "close": CLOSE_POLICY})  # fmt: skip
-            return False
-        except MediaError as exc:
-            self._reply({"t": "refused", "code": exc.code, "message": exc.message,
-                         "close": CLOSE_POLICY})  # fmt: skip
+        except (p.ProtocolError, MediaError) as exc:
+            self._refuse(exc.code, exc.message, CLOSE_POLICY)  # type: ignore[arg-type]
             return False
         self._reply({"t": "accepted"})
         return True
+
+    def _refuse(self, code: str, message: str, close: int) -> None:
+        self._reply({"t": "refused", "code": code, "message": message, "close": close})
 
     async def _handle(self, raw: str) -> None:
         assert self.room is not None and self.member is not None
@@ -416,10 +423,13 @@ class Relay:
                 return proxy
             self.proxies.pop(proxy.id, None)
             if kind == "refused":
+                code = reply.get("code")
+                close = reply.get("close")
                 raise JoinRefused(
-                    reply.get("code", "internal"), str(reply.get("message", "")),
-                    int(reply.get("close", CLOSE_POLICY)),
-                )  # fmt: skip
+                    code if code in ERROR_CODES else "internal",
+                    str(reply.get("message", ""))[:200],
+                    close if close in (CLOSE_TOKEN, CLOSE_ADMISSION) else CLOSE_POLICY,
+                )
             # moved: claim again
         raise JoinRefused("node_unavailable", "the consultation keeps moving", CLOSE_POLICY)
 
