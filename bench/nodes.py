@@ -69,6 +69,7 @@ async def _measure(urls: list[str], secret: bytes, n: int) -> dict[str, dict[str
                 await bot.connect(timeout=30)
                 joins.append((time.perf_counter() - started) * 1000)
                 await bot.close()
+                await asyncio.sleep(0.3)  # its seat is given back (the cap is 8)
             patient = Bot(url, token(Role.patient, 1 if label == "owner" else 2))
             await patient.connect(timeout=30)
             trips: list[float] = []
