@@ -81,6 +81,19 @@ def _healthy(url: str) -> bool:
         return False
 
 
+def _workers(url: str) -> int:
+    """Media Workers registered in Redis (alive: their heartbeat key exists)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        return len(client.keys("tc:worker:*"))
+    except redis.RedisError:
+        return 0
+    finally:
+        client.close()
+
+
 def run(args: argparse.Namespace) -> int:
     redis_server = shutil.which("redis-server")
     if redis_server is None:
@@ -123,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
             urls.append(f"http://{args.host}:{port}")
         for url in urls:
             _wait(lambda url=url: _healthy(url), url, processes)
+        _wait(lambda: _workers(redis_url) >= 2, "the media Workers", processes)
         consultation = new_consultation_id()
         print(f"Redis {redis_url} (pid {processes[0].pid}); logs and data in {directory}")
         for i, (url, role, name) in enumerate(

@@ -267,6 +267,10 @@ class ClientConnection:
             log.info("join to %s refused: %s", grant.consultation_id, exc.code)
             await self._refuse(exc, CLOSE_ADMISSION)
             return False
+        except MediaError as exc:
+            log.info("join to %s failed: %s", grant.consultation_id, exc.code)
+            await self._refuse(p.ProtocolError(exc.code, exc.message, "join"), CLOSE_POLICY)  # type: ignore[arg-type]
+            return False
         return True
 
     def _over_budget(self, size_bytes: int) -> bool:
@@ -378,6 +382,12 @@ async def enter(
             received_at=received_at,
         )
     except RoomError:
+        server.rooms.release(room)
+        raise
+    except MediaError:
+        # Seated, but no media session could be opened (no Worker answered): let go again.
+        for seated in [m for m in room.members.values() if m.link is link]:
+            await room.leave(seated.id)
         server.rooms.release(room)
         raise
     return room, member

@@ -381,6 +381,10 @@ class Relay:
     def _to_edge(self, kind: str, conn: str, message: dict[str, Any]) -> None:
         proxy = self.proxies.get(conn)
         if proxy is None:
+            if kind in ("down", "end"):
+                # The owner still serves a socket this node no longer has (its ``gone`` was
+                # lost, e.g. while Redis was down): it is let go now.
+                self.send(str(message["from"]), {"t": "gone", "conn": conn, "held": False})
             return
         if kind == "down":
             proxy.connection.post(p.parse_server(str(message["m"])))

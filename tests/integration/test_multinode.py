@@ -6,6 +6,7 @@ relays); a node killed with -9 or a Redis restarted mid-call does not end the ca
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -19,10 +20,12 @@ from rooms.redis_store import RedisRoomStore
 from rooms.roles import Role
 from signaling import protocol as p
 from signaling.audit.log import log_path
+from signaling.bot import Bot
 from signaling.nodes import Nodes
+from signaling.tokens import mint
 from tests.conftest import RedisServer
 from tests.integration.multinode import Cluster, OwnRedis, own_redis, start_cluster
-from tests.integration.server_process import free_port, start_server, wait_healthy
+from tests.integration.server_process import free_port, start_server, stop_server, wait_healthy
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -154,6 +157,24 @@ async def test_a_malformed_relay_message_is_dropped_and_a_silent_owner_is_a_type
     for garbage in (b"\xff", b"[]", b'{"t": "join"}', b'{"t": "nope", "from": "x", "conn": "y"}'):
         for channel in await cluster.redis.pubsub_channels("tc:relay:*"):
             await cluster.redis.publish(channel, garbage)
+    # A message for a socket the node does not have: the sender is told to let it go.
+    async with cluster.redis.pubsub() as pubsub:
+        await pubsub.subscribe("tc:relay:node-fake")
+        (channel,) = [c for c in await cluster.redis.pubsub_channels("tc:relay:node-*")
+                      if c != b"tc:relay:node-fake"][:1]  # fmt: skip
+        down = {"t": "down", "from": "node-fake", "conn": "c-1", "m": '{"type":"pong"}'}
+        await cluster.redis.publish(channel, json.dumps(down))
+        async with asyncio.timeout(5):
+            while True:
+                got = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                if got is not None:
+                    break
+        assert json.loads(got["data"]) | {"from": None} == {
+            "t": "gone",
+            "conn": "c-1",
+            "held": False,
+            "from": None,
+        }
     # A claim held by a node that never answers: the join fails in time, typed.
     await cluster.redis.set("tc:owner:mn-ghost-1", "node-ghost", px=60_000)
     bot = cluster.bot(a, "mn-ghost-1", Role.doctor, video=video_clip)
@@ -303,3 +324,37 @@ async def test_a_second_node_on_the_same_data_dir_refuses_to_start(
     assert "its own --data-dir" in log.read_text()
     # The first goes on serving.
     await wait_healthy(a.url, a.process)
+
+
+async def test_a_join_no_worker_can_take_is_refused_and_leaves_no_seat(
+    tmp_path: Path, redis_server: RedisServer, video_clip: Clip
+) -> None:
+    redis = connect(redis_server.url)
+    await redis.flushdb()
+    port = free_port()
+    log = tmp_path / "node.log"
+    node = start_server(port, tmp_path / "data", "--redis", redis_server.url, "--workers", "0",
+                        log=log)  # fmt: skip
+    try:
+        await wait_healthy(f"http://127.0.0.1:{port}", node)
+        secret = (tmp_path / "data" / "secret.key").read_text().strip()
+        token = mint(secret.encode(), consultation_id="mn-noworker-1", kind="joint",
+                     identity="d-1", name="N", role=Role.doctor, waiting_room=False)  # fmt: skip
+        bot = Bot(f"http://127.0.0.1:{port}", token, video=video_clip)
+        # Seated (``joined`` goes first), then no media session: a typed error, the socket
+        # closed, the seat given back.
+        with contextlib.suppress(ConnectionError):
+            await bot.connect(timeout=20)
+        assert await bot.wait_for(lambda: bot.close_code is not None, 10)
+        await bot.close()
+        assert [e.code for e in bot.errors] == ["worker_unavailable"]
+        store = RedisRoomStore.from_url(redis_server.url)
+        try:
+            assert await store.participants("mn-noworker-1") == []
+        finally:
+            await store.close()
+        assert "Traceback" not in log.read_text()
+    finally:
+        stop_server(node)
+        await redis.flushdb()
+        await redis.aclose()
