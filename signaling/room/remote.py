@@ -449,7 +449,11 @@ class Relay:
         await asyncio.shield(task)
 
     async def _sweep(self, room: Room) -> None:
-        await self._sweep_seats(room.consultation_id, {*room.members, *room.waiting})
+        try:
+            await self._sweep_seats(room.consultation_id, {*room.members, *room.waiting})
+        except (RedisError, OSError, RoomError) as exc:
+            # Best effort: the joins go on, and the heartbeat's sweep tries again.
+            log.warning("sweeping stale seats of %s failed: %s", room.consultation_id, exc)
 
     async def _sweep_seats(self, cid: str, keep: set[str]) -> None:
         server = self.server
