@@ -452,7 +452,8 @@ class Relay:
         try:
             await self._sweep_seats(room.consultation_id, {*room.members, *room.waiting})
         except (RedisError, OSError, RoomError) as exc:
-            # Best effort: the joins go on, and the heartbeat's sweep tries again.
+            # Best effort: the joins go on; a stale seat left is replaced when the same
+            # person comes back, or goes with the consultation.
             log.warning("sweeping stale seats of %s failed: %s", room.consultation_id, exc)
 
     async def _sweep_seats(self, cid: str, keep: set[str]) -> None:
