@@ -350,7 +350,7 @@ async def enter(
 ) -> tuple[Room, Member]:
     """A join on the node that owns the consultation, whichever node its socket is on:
     the token and revocations checked, then into the Room (resumed, or joined). Raises
-    TokenError or RoomError."""
+    TokenError, RoomError, or MediaError (no media session: the seat is given back)."""
     grant = verify(server.config.secret, message.token)
     await server.revocation.check(grant)
     publish = tuple(dict.fromkeys(message.publish))
