@@ -20,6 +20,7 @@ from tests.e2e.helpers import (
     media_ok,
     needs_chromium,
     needs_loopback_namespace,
+    wait_for,
 )
 from tests.integration.multinode import start_cluster
 
@@ -55,6 +56,10 @@ async def test_two_pages_on_two_nodes_decode_each_other(
                 page = await ctx.new_page()
                 await page.goto(f"{url}?autojoin=1")
                 pages.append(page)
+                # One after the other: the first page's node owns the Room.
+                await wait_for(
+                    page, "window.teleconsult && window.teleconsult.state.phase === 'call'", 30
+                )
             deadline = asyncio.get_running_loop().time() + 40
             while True:
                 stats = [await page.evaluate(STATS_JS) for page in pages]
