@@ -55,6 +55,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 JOIN_TIMEOUT_S = 15.0
+JOIN_RESEND_S = 2.0
 # A Room's moves between nodes while a join looks for its owner.
 CLAIM_ATTEMPTS = 3
 # The owner's own messages to one edge socket, queued: past this the socket is too slow.
@@ -346,6 +347,8 @@ class Relay:
                         if message is not None:
                             self._dispatch(message.get("data"))
             except (RedisError, OSError) as exc:
+                # Until subscribed again, what is published to us is lost: joins wait.
+                self._subscribed.clear()
                 log.warning("node %s: relay lost (%s); retrying", self.node_id, exc)
                 await asyncio.sleep(0.5)
 
@@ -368,7 +371,7 @@ class Relay:
         lane = self.lanes.get((node, conn))
         if kind == "join":
             if lane is not None:
-                raise ValueError("a second join on one relayed socket")
+                return  # sent again while the first was on its way: one lane serves it
             str(message["cid"]), str(message["raw"])
             lane = self.lanes[(node, conn)] = Lane(self, node, conn)
             lane.task = asyncio.get_running_loop().create_task(
@@ -410,11 +413,20 @@ class Relay:
                 return None
             proxy = Proxy(self, connection, owner)
             self.proxies[proxy.id] = proxy
-            self.send(owner, {"t": "join", "conn": proxy.id, "cid": consultation_id, "raw": raw,
-                              "waited": time.monotonic() - received_at})  # fmt: skip
             try:
                 async with asyncio.timeout(JOIN_TIMEOUT_S):
-                    reply = await proxy.reply
+                    # Our answer must find us listening (after a Redis restart: again).
+                    await self._subscribed.wait()
+                    while True:
+                        # Sent again until answered: a Redis restart loses what is published
+                        # to a node not yet subscribed again; the owner serves one join once.
+                        self.send(owner, {"t": "join", "conn": proxy.id, "cid": consultation_id,
+                                          "raw": raw,
+                                          "waited": time.monotonic() - received_at})  # fmt: skip
+                        done, _ = await asyncio.wait({proxy.reply}, timeout=JOIN_RESEND_S)
+                        if done:
+                            break
+                    reply = proxy.reply.result()
             except TimeoutError:
                 proxy.gone(held=False)  # if it comes late, it is let go at once
                 log.warning("node %s: owner %s did not answer a join in time", self.node_id, owner)
