@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: run test lint unit integration e2e chromium firefox servers clean fuzz
+.PHONY: run test lint unit integration e2e chromium firefox servers clean fuzz cluster
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -78,3 +78,8 @@ bench-smoke: $(STAMP)
 # `make test` (which runs a few hundred examples). FUZZ_ARGS="--seed N" replays a run.
 fuzz: $(STAMP)
 	tests/isolated.sh $(PY) -m tests.fuzz $(FUZZ_ARGS)
+
+# A local cluster to try several nodes: a private redis-server, two signaling nodes (ports
+# 8081 and 8082) and two media Workers; it prints a join link on each node. Ctrl-C stops it.
+cluster: $(STAMP) servers
+	$(VENV)/bin/teleconsult cluster --dir .cluster

@@ -50,6 +50,7 @@ from media.config import MediaConfig, VideoCodec
 from media.errors import MediaError
 from media.registry import HEARTBEAT_S, Registry, WorkerLoad
 from media.worker import RecordingFactory, Worker
+from rooms.redis_client import connect
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,9 @@ CALL_TIMEOUT_S = 5.0
 # not need Redis (media does not pass through it), new joins wait for it to come back.
 REDIS_WAIT_S = 10.0
 MONITOR_S = 0.5
+# Workers missing from a Redis up for less than this (s) are not dead: it restarted empty and
+# their next heartbeat (every HEARTBEAT_S) tells it again.
+REDIS_SETTLE_S = 2
 OPS = frozenset(
     {
         "open_session",
@@ -593,6 +597,14 @@ class RedisWorkerClient:
         finally:
             await self._forget(consultation_id, participant_id)
 
+    async def close_orphan_session(self, consultation_id: str, participant_id: str) -> None:
+        """Close a session another signaling node opened and can no longer close (it died):
+        its Worker still holds it, and its Producers would be offered to newcomers."""
+        try:
+            await self._call(consultation_id, "close_session", {"pid": participant_id})
+        except MediaError as exc:
+            log.info("closing orphan %s on its Worker: %s", participant_id, exc.message)
+
     async def answer(self, consultation_id: str, participant_id: str, sdp: str) -> None:
         await self._call(consultation_id, "answer", {"pid": participant_id, "sdp": sdp})
 
@@ -719,6 +731,8 @@ class RedisWorkerClient:
         for cid, worker_id in list(self._workers.items()):
             if not await self.registry.alive(worker_id):
                 dead.setdefault(worker_id, set()).add(cid)
+        if dead and await self._redis_just_started():
+            return
         for worker_id, consultations in dead.items():
             log.warning(
                 "node %s: media Worker %s is gone; moving %d consultation(s)",
@@ -728,6 +742,12 @@ class RedisWorkerClient:
             )
             for cid in consultations:
                 await self._move(cid, worker_id)
+
+    async def _redis_just_started(self) -> bool:
+        """A Redis that restarted empty has forgotten every Worker until its next heartbeat:
+        not a reason to move anyone's media."""
+        info = await self.redis.info("server")
+        return int(info.get("uptime_in_seconds", REDIS_SETTLE_S)) < REDIS_SETTLE_S
 
     async def _move(self, cid: str, dead_worker: str) -> None:
         try:
@@ -754,7 +774,7 @@ async def serve_worker(
     ready: Callable[[str], Awaitable[None] | None] | None = None,
 ) -> None:
     """Run one Worker on the bus at ``url`` until cancelled (``teleconsult worker``)."""
-    redis = aioredis.Redis.from_url(url)
+    redis = connect(url)
     try:
         await redis.ping()
     except (RedisError, OSError) as exc:

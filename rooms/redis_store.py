@@ -48,6 +48,7 @@ from rooms.errors import (
     UnknownParticipant,
 )
 from rooms.memory import DEFAULT_TOMBSTONE_TTL_S
+from rooms.redis_client import connect
 from rooms.roles import Role
 from rooms.store import MediaKind
 
@@ -199,7 +200,7 @@ class RedisRoomStore:
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> RedisRoomStore:
         """``redis://host:6379/0`` (or ``rediss://``, ``unix://``): the store owns the client."""
-        return cls(aioredis.Redis.from_url(url), **kwargs)
+        return cls(connect(url), **kwargs)
 
     async def close(self) -> None:
         await self._redis.aclose()

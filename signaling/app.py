@@ -18,6 +18,7 @@ from media.client import WorkerClient, WorkerStats
 from media.local import LocalWorkerClient
 from recordings.room_recorder import RoomRecorder
 from recordings.store import RecordingStore
+from rooms import redis_client
 from rooms.memory import InMemoryRoomStore
 from rooms.records.database import Database
 from rooms.records.quality import CallQuality
@@ -48,9 +49,11 @@ from signaling.http.pages import setup_pages
 from signaling.http.recordings_api import RecordingsApi
 from signaling.http.tls import ssl_context
 from signaling.metrics import JoinTimes, NodeMetrics
+from signaling.nodes import Nodes
 from signaling.protocol import MAX_MESSAGE_BYTES
 from signaling.quality import QualityLog
 from signaling.room.connection import ClientConnection
+from signaling.room.remote import Relay
 from signaling.room.revocation import RevocationGuard
 from signaling.room.rooms import Rooms
 from signaling.server import Server
@@ -76,7 +79,7 @@ _SHUTDOWN_TIMEOUT_S = 60.0
 
 def create_app(config: ServerConfig, *, store: RoomStore | None = None) -> web.Application:
     app = web.Application(client_max_size=256 * 1024, middlewares=[guard_middleware])
-    redis = aioredis.Redis.from_url(config.redis_url) if config.redis_url else None
+    redis = redis_client.connect(config.redis_url) if config.redis_url else None
     if store is not None:
         room_store = store
     elif config.redis_url:
@@ -116,6 +119,7 @@ def create_app(config: ServerConfig, *, store: RoomStore | None = None) -> web.A
             config.media, rooms, recordings=RoomRecorder.factory(recording_store)
         )
     rooms.bind(worker)
+    relay: Relay | None = None
     server = Server(
         config=config,
         store=room_store,
@@ -127,6 +131,9 @@ def create_app(config: ServerConfig, *, store: RoomStore | None = None) -> web.A
         revocation=revocation,
         events=events,
     )
+    if redis is not None:
+        assert isinstance(worker, RedisWorkerClient)
+        relay = server.relay = Relay(redis, server, Nodes(redis, worker.node_id))
     app[appkeys.CONFIG] = config
     app[appkeys.EVENTS] = events
     app[appkeys.REVOCATION] = server.revocation
@@ -177,7 +184,7 @@ def create_app(config: ServerConfig, *, store: RoomStore | None = None) -> web.A
         app[_WEBHOOKS] = webhooks
         app.on_startup.append(_open_webhooks)
     if redis is not None:
-        app[_BUS] = _Bus(redis, worker, room_store)  # type: ignore[arg-type]
+        app[_BUS] = _Bus(redis, worker, room_store, relay)  # type: ignore[arg-type]
         app.on_startup.append(_open_bus)
         app.on_cleanup.append(_close_bus)
     app.on_shutdown.append(_close_sockets)
@@ -214,8 +221,15 @@ async def _close_webhooks(app: web.Application) -> None:
 class _Bus:
     """What a node on Redis holds besides the in-process parts, to close them in order."""
 
-    def __init__(self, redis: aioredis.Redis, worker: RedisWorkerClient, store: RoomStore) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        worker: RedisWorkerClient,
+        store: RoomStore,
+        relay: Relay | None,
+    ) -> None:
         self.redis = redis
+        self.relay = relay
         self.worker = worker
         self.store = store
         self.pool: WorkerPool | None = None
@@ -228,6 +242,8 @@ async def _open_bus(app: web.Application) -> None:
     bus, config = app[_BUS], app[appkeys.CONFIG]
     await bus.redis.ping()
     await bus.worker.start()
+    if bus.relay is not None:
+        await bus.relay.start()
     if config.workers and config.redis_url:
         bus.pool = WorkerPool(config.workers, config.redis_url, config.media, config.data_dir)
         await bus.pool.start()
@@ -237,6 +253,8 @@ async def _close_bus(app: web.Application) -> None:
     bus = app[_BUS]
     if bus.pool is not None:
         await bus.pool.stop()
+    if bus.relay is not None:
+        await bus.relay.close()
     await bus.worker.close()
     close = getattr(bus.store, "close", None)
     if close is not None:

@@ -686,6 +686,9 @@ ErrorCode = Literal[
     "consent_refused",  # a participant declined; the recording request is cancelled
     "recording_failed",
     "worker_unavailable",  # no media Worker answered in time: try again
+    # The node holding the consultation (or Redis, which says which one it is) did not
+    # answer in time: try again.
+    "node_unavailable",
     # Not a refusal: the participant goes on with audio only (its client cannot use the
     # consultation's video codec, or its answer rejected a video m-line).
     "video_unavailable",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from media.client import WorkerClient
 from recordings.store import RecordingStore
@@ -13,6 +14,9 @@ from signaling.config import ServerConfig
 from signaling.events import EventStream
 from signaling.room.revocation import RevocationGuard
 from signaling.room.rooms import Rooms
+
+if TYPE_CHECKING:
+    from signaling.room.remote import Relay
 
 
 @dataclass
@@ -26,3 +30,6 @@ class Server:
     database: Database
     revocation: RevocationGuard
     events: EventStream
+    # With several signaling nodes on Redis: who owns which consultation, and the relay to
+    # the owner for sockets that land elsewhere. None when this process is the only one.
+    relay: Relay | None = None

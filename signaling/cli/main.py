@@ -26,6 +26,7 @@ from rooms.roles import Role
 from signaling import tokens
 from signaling.audit.log import log_path
 from signaling.audit.verify import verify
+from signaling.cli import cluster as cluster_cli
 from signaling.cli import configuration, media_args
 from signaling.cli import frontdesk as frontdesk_cli
 from signaling.cli import opinions as opinions_cli
@@ -197,6 +198,13 @@ def serve(args: argparse.Namespace) -> int:
     )
     # Every record: join tokens masked, a client's control characters escaped.
     logsafe.install()
+    if not _hold_data_dir(config.data_dir):
+        print(
+            f"error: another teleconsult serve uses {config.data_dir}: its audit log takes one "
+            "writer. Give each signaling node its own --data-dir.",
+            file=sys.stderr,
+        )
+        return 1
     asyncio.run(_check_records(config))
     if config.redis_url:
         asyncio.run(_check_redis(config.redis_url))
@@ -214,6 +222,30 @@ def serve(args: argparse.Namespace) -> int:
 
     run(config)
     return 0
+
+
+# Held for the life of the serving process (never closed): the lock goes with the process.
+_DATA_DIR_LOCKS: dict[Path, int] = {}
+
+
+def _hold_data_dir(data_dir: Path) -> bool:
+    """One serving process per data directory: its audit log is one hash chain with one
+    writer, so a second node on the same directory would fork it. False if another holds it.
+    (Other commands, such as ``invite``, never write the audit log.)"""
+    import fcntl
+
+    path = (data_dir / "serve.lock").resolve()
+    if path in _DATA_DIR_LOCKS:
+        return True  # this process holds it already
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return False
+    _DATA_DIR_LOCKS[path] = fd
+    return True
 
 
 async def _check_records(config: ServerConfig) -> None:
@@ -497,6 +529,7 @@ def build_parser() -> argparse.ArgumentParser:
     records_cli.add_parsers(sub, _data_dir_arg)
     frontdesk_cli.add_parsers(sub, _data_dir_arg)
     worker_cli.add_parser(sub, _data_dir_arg)
+    cluster_cli.add_parser(sub)
     opinions_cli.add_parsers(sub, _data_dir_arg)
     webhooks_cli.add_parser(sub, _data_dir_arg)
     return parser

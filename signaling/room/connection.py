@@ -24,10 +24,12 @@ from rooms.errors import RoomError
 from rooms.roles import Permission, can
 from signaling import protocol as p
 from signaling.room.limits import ConnectionBudget, Verdict
+from signaling.room.remote import JoinRefused
 from signaling.tokens import TokenError, verify
 
 if TYPE_CHECKING:
-    from signaling.room.members import Member
+    from signaling.room.members import Member, ParticipantLink
+    from signaling.room.remote import Proxy
     from signaling.room.room import Room
     from signaling.server import Server
 
@@ -62,6 +64,8 @@ class ClientConnection:
         self.ws = ws
         self.room: Room | None = None
         self.member: Member | None = None
+        # Set when the consultation's Room is on another node: the socket is relayed there.
+        self.proxy: Proxy | None = None
         self._outbox: asyncio.Queue[p._Message | None] = asyncio.Queue(OUTBOX_LIMIT)
         self._budget = ConnectionBudget()
         # The socket under the WebSocket: abort() drops it at once, where a close would
@@ -81,7 +85,7 @@ class ClientConnection:
 
     @property
     def joined(self) -> bool:
-        return self.member is not None
+        return self.member is not None or self.proxy is not None
 
     # ------------------------------------------------------------ outgoing
 
@@ -237,46 +241,36 @@ class ClientConnection:
             await self._refuse(exc, CLOSE_POLICY)
             return False
         try:
+            # Checked here first: an unauthenticated socket costs no other node anything.
             grant = verify(self.server.config.secret, message.token)
-            await self.server.revocation.check(grant)
         except TokenError as exc:
             log.info("join refused: %s", exc.code)
             await self._refuse(exc, CLOSE_TOKEN)
             return False
-
-        publish = tuple(dict.fromkeys(message.publish))
-        if publish and not can(grant.role, Permission.publish):
-            self.post(
-                p.Error(
-                    code="forbidden",
-                    message=f"role {grant.role} may not publish; joining to receive only",
-                    ref="join",
-                )
-            )
-            publish = ()
-        room = self.server.rooms.open(grant.consultation_id)
-        if message.resume is not None:
-            resumed = room.resume(self, grant, message.resume)
-            if resumed is not None:
-                self.room, self.member = room, resumed
-                return True
-            # Nothing held for it (it ran out, or the session ended): a new join follows.
+        relay = self.server.relay
+        if relay is not None:
+            try:
+                self.proxy = await relay.route(self, grant.consultation_id, raw, received_at)
+            except JoinRefused as exc:
+                log.info("join to %s refused: %s", grant.consultation_id, exc.code)
+                await self._refuse(p.ProtocolError(exc.code, exc.message, "join"), exc.close)
+                return False
+            if self.proxy is not None:
+                return True  # served by the node that owns the consultation's Room
         try:
-            self.member = await room.join(
-                self,
-                grant,
-                publish=publish,  # type: ignore[arg-type]
-                video_codecs=(
-                    None if message.videoCodecs is None else video_codecs_named(message.videoCodecs)
-                ),
-                received_at=received_at,
-            )
+            self.room, self.member = await enter(self.server, self, message, received_at)
+        except TokenError as exc:
+            log.info("join refused: %s", exc.code)
+            await self._refuse(exc, CLOSE_TOKEN)
+            return False
         except RoomError as exc:
-            self.server.rooms.release(room)
             log.info("join to %s refused: %s", grant.consultation_id, exc.code)
             await self._refuse(exc, CLOSE_ADMISSION)
             return False
-        self.room = room
+        except MediaError as exc:
+            log.info("join to %s failed: %s", grant.consultation_id, exc.code)
+            await self._refuse(p.ProtocolError(exc.code, exc.message, "join"), CLOSE_POLICY)  # type: ignore[arg-type]
+            return False
         return True
 
     def _over_budget(self, size_bytes: int) -> bool:
@@ -313,8 +307,8 @@ class ClientConnection:
                 self.post(p.Error(code="internal", message="the server could not handle that"))
 
     async def _handle(self, message: p.ClientMessage) -> bool:
-        """Transport-level messages here; the rest is the Room's. False ends the session."""
-        assert self.room is not None and self.member is not None
+        """Transport-level messages here; the rest is the Room's (here, or relayed to the
+        node that owns it). False ends the session."""
         if isinstance(message, p.Ping):
             self.post(p.Pong(ts=message.ts))
         elif isinstance(message, p.Leave):
@@ -323,13 +317,21 @@ class ClientConnection:
             return False
         elif isinstance(message, p.Join):
             raise p.ProtocolError("already_joined", "this socket has joined already", "join")
+        elif self.proxy is not None:
+            self.proxy.send(p.dump(message))
         else:
+            assert self.room is not None and self.member is not None
             await self.room.handle(self.member, message)
         return True
 
     # ------------------------------------------------------------ teardown
 
     async def _teardown(self) -> None:
+        if self.proxy is not None and not self._torn_down:
+            self._torn_down = True
+            # The owner does what the branches below do for a local socket.
+            self.proxy.gone(held=self._ending is None and not self._left)
+            return
         if self._torn_down or self.room is None or self.member is None:
             return
         self._torn_down = True
@@ -341,3 +343,51 @@ class ClientConnection:
             return
         await self.room.leave(self.member.id)
         self.server.rooms.release(self.room)
+
+
+async def enter(
+    server: Server, link: ParticipantLink, message: p.Join, received_at: float
+) -> tuple[Room, Member]:
+    """A join on the node that owns the consultation, whichever node its socket is on:
+    the token and revocations checked, then into the Room (resumed, or joined). Raises
+    TokenError, RoomError, or MediaError (no media session: the seat is given back)."""
+    grant = verify(server.config.secret, message.token)
+    await server.revocation.check(grant)
+    publish = tuple(dict.fromkeys(message.publish))
+    if publish and not can(grant.role, Permission.publish):
+        link.post(
+            p.Error(
+                code="forbidden",
+                message=f"role {grant.role} may not publish; joining to receive only",
+                ref="join",
+            )
+        )
+        publish = ()
+    room = server.rooms.open(grant.consultation_id)
+    if server.relay is not None:
+        await server.relay.taken_over(room)
+    if message.resume is not None:
+        resumed = room.resume(link, grant, message.resume)
+        if resumed is not None:
+            return room, resumed
+        # Nothing held for it (it ran out, or the session ended): a new join follows.
+    try:
+        member = await room.join(
+            link,
+            grant,
+            publish=publish,  # type: ignore[arg-type]
+            video_codecs=(
+                None if message.videoCodecs is None else video_codecs_named(message.videoCodecs)
+            ),
+            received_at=received_at,
+        )
+    except RoomError:
+        server.rooms.release(room)
+        raise
+    except MediaError:
+        # Seated, but no media session could be opened (no Worker answered): let go again.
+        for seated in [m for m in room.members.values() if m.link is link]:
+            await room.leave(seated.id)
+        server.rooms.release(room)
+        raise
+    return room, member

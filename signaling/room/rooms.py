@@ -55,6 +55,8 @@ class Rooms:
         self._worker: WorkerClient | None = None
         # Where chat and shared images are kept; set once the records are (use_sharing).
         self._sharing: Sharing | None = None
+        # Told the consultation id of each Room dropped (with several nodes: its claim goes).
+        self.on_released: Callable[[str], None] | None = None
 
     def bind(self, worker: WorkerClient) -> None:
         """The Worker is made with these Rooms as its events; then it is handed back here."""
@@ -94,6 +96,8 @@ class Rooms:
         """Drop ``room`` if nobody is in it or on the way in."""
         if room.empty and self._rooms.get(room.consultation_id) is room:
             del self._rooms[room.consultation_id]
+            if self.on_released is not None:
+                self.on_released(room.consultation_id)
 
     def members_of(self, consultation_id: str) -> list[Member]:
         """Everyone of the consultation on this node, the waiting room included."""
