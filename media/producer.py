@@ -113,7 +113,9 @@ class Producer:
         if self.kind == "video":
             if layer is not None:
                 self.layered = True
-            self.layer_rates.add(layer.tid if layer is not None else 0, len(data), time.monotonic())
+            self.layer_rates.add(
+                layer.tid if layer is not None else 0, len(data), frame.timestamp / 90000
+            )
         if keyframe and self.kind == "video":
             self.keyframes += 1
         if lost and self.kind == "video":

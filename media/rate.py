@@ -92,8 +92,12 @@ class LayerRates:
         self._previous_span = window_s
 
     def add(self, tid: int, size: int, now: float) -> None:
-        if self._start is None:
+        """``now``: the frame's time on the publisher's clock (seconds), so a burst of
+        frames delayed on the way is not mistaken for a higher rate."""
+        if self._start is None or now < self._start or now - self._start > 5 * self._window:
+            # The first frame, or the publisher's clock jumped: start a new window.
             self._start = now
+            self._bytes = [0, 0, 0, 0]
         elif now - self._start >= self._window:
             self._previous, self._previous_span = self._bytes, now - self._start
             self._bytes, self._start = [0, 0, 0, 0], now
