@@ -479,6 +479,19 @@ class VideoPolicyState(_Message):
     showing: str | None = None
 
 
+VideoRateMode = Literal["full", "reduced", "stills"]
+
+
+class VideoRate(_Message):
+    """The video this participant receives from ``participantId`` was fitted to their link:
+    ``reduced`` is fewer frames per second (temporal layers dropped), ``stills`` a fresh
+    picture every few seconds with sound as before, ``full`` back to everything."""
+
+    type: Literal["video_rate"] = "video_rate"
+    participantId: str
+    mode: VideoRateMode
+
+
 ErrorCode = Literal[
     "malformed",  # not JSON, not an object, or fails validation
     "unknown_type",
@@ -540,6 +553,7 @@ ServerMessage = Annotated[
     | ShareEnded
     | PointerMoved
     | VideoPolicyState
+    | VideoRate
     | Error,
     Field(discriminator="type"),
 ]

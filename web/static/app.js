@@ -26,6 +26,7 @@ import {
   Toasts,
 } from "./ui.js";
 import { ImageViewer } from "./viewer.js";
+import { VideoRateUi } from "./video-rate.js";
 
 const boot = JSON.parse($("boot").textContent);
 const t = makeTranslator(boot.messages);
@@ -138,6 +139,8 @@ const videoMode = new VideoModeUi({
 hook.chat = chat;
 hook.viewer = viewer.state;
 hook.videoMode = videoMode;
+const videoRate = new VideoRateUi({ t, nameOf: (id) => participants[id]?.name || t("role.unknown") });
+hook.videoRate = videoRate;
 const panel = new RecordingsPanel({
   t,
   token: boot.token,
@@ -308,6 +311,8 @@ async function onMessage(msg) {
       return viewer.onPointer(msg);
     case "video_policy":
       return videoMode.onPolicy(msg);
+    case "video_rate":
+      return videoRate.onRate(msg);
     default:
       console.warn("teleconsult: unknown message type", msg.type);
       return undefined;

@@ -2,6 +2,8 @@
 // offerer. Each offer says, per m-line (mid), whether it carries our own track ("publish"),
 // someone else's ("consume") or nothing ("idle"). What we receive is labelled by mid only.
 
+import { publishTemporalLayers } from "./layers.js";
+
 export class Call {
   /**
    * @param {{iceServers: RTCIceServer[],
@@ -25,6 +27,8 @@ export class Call {
     this.pendingCandidates = [];
     this.answered = false;
     this.offers = 0;
+    // What our camera publishes with (layers.js): "L1T3", "L1T2", "none"; null before.
+    this.temporalLayers = null;
 
     this.pc.addEventListener("icecandidate", (ev) => {
       // An empty candidate string is Chrome's per-generation end marker; the null event
@@ -77,6 +81,12 @@ export class Call {
     }
     const answer = await pc.createAnswer();
     await pc.setLocalDescription(answer);
+    for (const slot of offer.tracks ?? []) {
+      const tr = byMid.get(slot.mid);
+      if (slot.role === "publish" && slot.kind === "video" && tr?.sender.track) {
+        this.temporalLayers = await publishTemporalLayers(tr.sender);
+      }
+    }
     this.slots = new Map((offer.tracks ?? []).map((s) => [s.mid, s]));
     this.offers += 1;
     return pc.localDescription.sdp;
