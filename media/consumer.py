@@ -36,6 +36,11 @@ KEYFRAME_RETRY_S = 1.0
 # sooner than this long after the last step down: a link at its limit must not flap.
 UPGRADE_MARGIN = 1.15
 UPGRADE_HOLD_S = 8.0
+# A step down this soon after a step up doubles the hold, up to the most.
+PROBE_FAILED_S = 20.0
+MAX_UPGRADE_HOLD_S = 120.0
+# Base-layer frames sent after each still keyframe (see push).
+STILL_TAIL_FRAMES = 2
 # What a struggling subscriber's estimate is cut to, of the rate it was being sent.
 WEAK_CUT = 0.7
 
@@ -126,9 +131,16 @@ class Consumer:
         # Told when the rate mode changes ("full", "reduced", "stills").
         self.on_rate_mode: Callable[[Consumer, RateMode], None] | None = None
         self.rate_mode: RateMode = "full"
+        # The last few mode changes: (monotonic time, mode, estimate, last loss), for stats.
+        self.rate_changes: collections.deque[tuple[float, RateMode, int, float | None]] = (
+            collections.deque(maxlen=16)
+        )
         self._judge = RepairJudge()
         self._stepped_down_at = -1e9
+        self._stepped_up_at = -1e9
+        self._hold_s = UPGRADE_HOLD_S
         self._still_asked_at = -1e9
+        self._still_tail = 0
         # Paused (mediasoup's Consumer.pause): this subscriber is sent nothing of it.
         self.paused = False
         self._asked_at = time.monotonic()
@@ -149,14 +161,21 @@ class Consumer:
         if self.paused:
             self.frames_paused += 1
             return
-        if self.stills and not keyframe:
-            # Only keyframes fit this subscriber's link: ask for a fresh one now and then.
-            self.frames_layer_dropped += 1
-            now = time.monotonic()
-            if now - self._still_asked_at >= STILL_INTERVAL_S:
-                self._still_asked_at = now
-                self.producer.request_repair()
-            return
+        if self.stills:
+            if keyframe:
+                self._still_tail = STILL_TAIL_FRAMES
+            elif self._still_tail > 0 and (layer or BASE).tid == 0:
+                # A frame or two after the still, so the subscriber sees the packets that
+                # follow it and NACKs a lost tail: on stills alone nothing would follow.
+                self._still_tail -= 1
+            else:
+                # Only keyframes fit this subscriber's link: ask for a fresh one now and then.
+                self.frames_layer_dropped += 1
+                now = time.monotonic()
+                if now - self._still_asked_at >= STILL_INTERVAL_S:
+                    self._still_asked_at = now
+                    self.producer.request_repair()
+                return
         if self.waiting_for_keyframe:
             if not keyframe:
                 self.frames_dropped += 1
@@ -230,14 +249,21 @@ class Consumer:
         current = -1 if self.stills else min(self.layers.target, len(rates) - 1)
         if best > current:
             # Up one step at a time, with margin, and not right after going down.
-            if now - self._stepped_down_at < UPGRADE_HOLD_S:
+            if now - self._stepped_down_at < self._hold_s:
                 return
             if rates[current + 1] * UPGRADE_MARGIN > bps:
                 return
             best = current + 1
+            self._stepped_up_at = now
         elif best == current:
             return
         else:
+            # A step up that did not last was a failed probe (and, from still frames, cost
+            # the publisher a keyframe): wait twice as long before the next one.
+            if now - self._stepped_up_at < PROBE_FAILED_S:
+                self._hold_s = min(self._hold_s * 2, MAX_UPGRADE_HOLD_S)
+            else:
+                self._hold_s = UPGRADE_HOLD_S
             self._stepped_down_at = now
         if best < 0:
             if not self.stills:
@@ -260,6 +286,10 @@ class Consumer:
             "%r: video now %s (estimate %s bps)", self, mode, self.estimator and self.estimator.bps
         )
         self.rate_mode = mode
+        if self.estimator is not None:
+            self.rate_changes.append(
+                (time.monotonic(), mode, self.estimator.bps, self.estimator.loss)
+            )
         if self.on_rate_mode is not None:
             self.on_rate_mode(self, mode)
 

@@ -35,7 +35,7 @@ CONSUMER_REPAIR_INTERVAL_S = 5.0
 WEAK_REQUESTS = 3
 WEAK_WINDOW_S = 10.0
 # A subscriber on still frames is sent a fresh one this often (asked for as a repair).
-STILL_INTERVAL_S = 5.0
+STILL_INTERVAL_S = 8.0
 
 
 class Verdict(Enum):

@@ -7,11 +7,17 @@ on the receiver reports a subscriber sends for one of its video m-lines:
 - loss below 2 %: the link keeps up; probe upwards by 5 % per report (about one a second);
 - in between: hold (2-10 % is what a wireless link loses without being overloaded).
 
-aiortc negotiates ``goog-remb`` on its senders, so a browser subscriber also sends REMB
-from its own delay-based estimator; the estimate is capped by the newest REMB as GCC caps
-its loss-based rate by the delay-based one. The start and the ceiling are the most the
-Worker asks any publisher to send (``--max-video-kbps``): a subscriber is assumed able to
-take the full stream until its reports say otherwise, so a healthy one never starts low.
+aiortc negotiates ``goog-remb`` on its senders, so a subscriber also sends REMB from its
+own receive-side estimator. It is recorded (stats) but does not cap the estimate, unlike
+GCC's sender, which caps its loss-based rate by the delay-based one: a receive-side
+estimate is bounded by about 1.5 times the rate it receives, so once a subscriber is
+lowered its REMB falls with it and would hold it low for good; and aiortc's own receive
+estimator (bots) reports well below what a loopback link carries (it held a 730 kbps
+stream at 680 kbps and put a healthy subscriber on still frames).
+
+The start and the ceiling are the most the Worker asks any publisher to send
+(``--max-video-kbps``): a subscriber is assumed able to take the full stream until its
+reports say otherwise, so a healthy one never starts low.
 The floor keeps a cut from sinking below what audio-only recovery can probe up from.
 
 Loss is the fraction of the last report interval (RFC 3550's ``fraction lost``, 1/256
@@ -52,9 +58,8 @@ class LossBasedEstimator:
 
     @property
     def bps(self) -> int:
-        """The rate this subscriber may be sent: the loss-based estimate, capped by REMB."""
-        rate = self.estimate if self.remb is None else min(self.estimate, self.remb)
-        return int(rate)
+        """The rate this subscriber may be sent."""
+        return int(self.estimate)
 
     def update(self, report: LinkReport) -> int:
         if report.remb_bps is not None:
