@@ -8,6 +8,7 @@ import asyncio
 import time
 
 from media.clips import Clip
+from media.tap import count_feedback, received
 from rooms.roles import Role
 from signaling import protocol as p
 from tests.integration.conftest import Harness
@@ -62,5 +63,13 @@ async def test_a_lossy_subscriber_gets_still_frames_and_costs_nobody_else(
     assert not [e for e in healthy.events if isinstance(e, p.VideoRate)]
     weak_keys = sum(i.keyframes for i in weak.inbound.values() if i.kind == "video")
     assert weak_keys - weak_keys_before >= 1, "no still frame reached the weak subscriber"
+    # Its NACKs were answered from its own Consumer's RTP history: none went upstream.
+    nacks_in = count_feedback(session.transceivers[0].receiver.transport).nacks.get("video", 0)
+    assert nacks_in > 20, nacks_in
+    publisher_session = harness.worker.session(consultation, pid)
+    assert publisher_session is not None
+    video_producer = next(x for x in publisher_session.producers.values() if x.kind == "video")
+    upstream = received(video_producer.receiver)
+    assert upstream is not None and upstream.nacks <= 2, upstream
     weak_audio = (weak.frames_from(pid, "audio") - weak_audio_before) / elapsed
     assert weak_audio >= 50 * (1 - LOSS) * 0.8, weak_audio  # audio is never dropped
