@@ -119,3 +119,19 @@ class LayerRates:
             total += self._previous[tid]
             out.append(int(total * 8 / self._previous_span))
         return out
+
+
+# The least a video publisher is asked to send: below it a camera's picture is useless to
+# everyone, and a subscriber that cannot take even this gets still frames anyway.
+MIN_PUBLISHER_BPS = 150_000
+
+
+def publisher_ceiling(ceiling: int, estimates: list[int], recording: bool) -> int:
+    """What a video publisher is asked for (REMB): no more than its best-served subscriber
+    can take, so a 1:1 call with a clinic on a weak link gets a stream sized for that link
+    rather than still frames; never more than the configured ceiling; the full ceiling while
+    the consultation is recorded (the record is for later, not for this link) or before
+    any subscriber has an estimate."""
+    if recording or not estimates:
+        return ceiling
+    return max(min(MIN_PUBLISHER_BPS, ceiling), min(ceiling, max(estimates)))

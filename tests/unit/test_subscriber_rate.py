@@ -200,3 +200,13 @@ async def test_loss_reports_lower_the_layers_and_a_clean_link_restores_them(
     for _ in range(80):
         consumer.link_report(LinkReport(fraction_lost=0.0))
     assert not consumer.stills and modes[-1] == "full"
+
+
+def test_the_publisher_is_asked_for_what_its_best_subscriber_can_take() -> None:
+    from media.rate import MIN_PUBLISHER_BPS, publisher_ceiling
+
+    assert publisher_ceiling(1_500_000, [], False) == 1_500_000
+    assert publisher_ceiling(1_500_000, [400_000, 900_000], False) == 900_000
+    assert publisher_ceiling(1_500_000, [2_000_000], False) == 1_500_000
+    assert publisher_ceiling(1_500_000, [40_000], False) == MIN_PUBLISHER_BPS
+    assert publisher_ceiling(1_500_000, [400_000], True) == 1_500_000  # recording
