@@ -217,11 +217,11 @@ class Consumer:
         else:
             self.keyframe_requests_ignored += 1
 
-    def link_report(self, report: LinkReport) -> None:
+    def link_report(self, report: LinkReport, now: float | None = None) -> None:
         """A receiver report (or REMB) from the subscriber about this stream."""
         if self.estimator is None or self.producer.kind != "video":
             return
-        self.estimator.update(report)
+        self.estimator.update(report, now)
         self.choose_layers()
 
     def step_down(self) -> None:

@@ -26,6 +26,7 @@ units), before retransmission: what the link dropped, not what the decoder misse
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 # GCC's thresholds and factors (draft-ietf-rmcat-gcc-02 section 6).
@@ -33,6 +34,13 @@ LOSS_HIGH = 0.10
 LOSS_LOW = 0.02
 INCREASE = 1.05
 DECREASE_FACTOR = 0.5
+# As libwebrtc's loss-based estimator: at most one increase a second, and one decrease per
+# 300 ms plus a round trip (a cut needs that long to show in the next report). A browser
+# puts a receiver report in every RTCP packet it sends, NACKs and PLIs included, so on a
+# lossy link reports come many times a second, each about the same loss: applied each, they
+# would compound one loss episode into a collapse.
+INCREASE_INTERVAL_S = 1.0
+DECREASE_INTERVAL_S = 0.3
 # The least the estimate falls to: a still frame per few seconds and RTCP fit below it.
 FLOOR_BPS = 30_000
 
@@ -55,13 +63,16 @@ class LossBasedEstimator:
         self.loss: float | None = None
         self.round_trip_s: float | None = None
         self.reports = 0
+        self._decreased_at = -1e9
+        self._increased_at = -1e9
 
     @property
     def bps(self) -> int:
         """The rate this subscriber may be sent."""
         return int(self.estimate)
 
-    def update(self, report: LinkReport) -> int:
+    def update(self, report: LinkReport, now: float | None = None) -> int:
+        now = time.monotonic() if now is None else now
         if report.remb_bps is not None:
             self.remb = max(FLOOR_BPS, report.remb_bps)
         if report.round_trip_s is not None:
@@ -70,10 +81,15 @@ class LossBasedEstimator:
             self.reports += 1
             loss = min(1.0, max(0.0, report.fraction_lost))
             self.loss = loss
+            rtt = self.round_trip_s or 0.0
             if loss > LOSS_HIGH:
-                self.estimate *= 1 - DECREASE_FACTOR * loss
+                if now - self._decreased_at >= DECREASE_INTERVAL_S + rtt:
+                    self.estimate *= 1 - DECREASE_FACTOR * loss
+                    self._decreased_at = now
             elif loss < LOSS_LOW:
-                self.estimate *= INCREASE
+                if now - self._increased_at >= INCREASE_INTERVAL_S:
+                    self.estimate *= INCREASE
+                    self._increased_at = now
             self.estimate = max(FLOOR_BPS, min(self.ceiling, self.estimate))
         return self.bps
 

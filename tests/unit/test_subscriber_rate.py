@@ -28,16 +28,20 @@ VP8 = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=9
 def test_estimator_holds_cuts_and_probes_as_gcc_says() -> None:
     e = LossBasedEstimator(1_000_000)
     assert e.bps == 1_000_000  # starts at the ceiling: a healthy link is never started low
-    e.update(LinkReport(fraction_lost=0.0))
+    e.update(LinkReport(fraction_lost=0.0), now=0.0)
     assert e.bps == 1_000_000  # and never goes above it
-    e.update(LinkReport(fraction_lost=0.05))
+    e.update(LinkReport(fraction_lost=0.05), now=1.0)
     assert e.bps == 1_000_000  # 2-10 %: hold
-    e.update(LinkReport(fraction_lost=0.20))
+    e.update(LinkReport(fraction_lost=0.20), now=2.0)
     assert e.bps == 900_000  # > 10 %: A * (1 - 0.5 * 0.2)
-    e.update(LinkReport(fraction_lost=0.01))
+    e.update(LinkReport(fraction_lost=0.20), now=2.1)
+    assert e.bps == 900_000  # one cut per 300 ms + RTT: the next report is the same loss
+    e.update(LinkReport(fraction_lost=0.01), now=3.0)
     assert e.bps == 945_000  # < 2 %: +5 %
-    for _ in range(30):
-        e.update(LinkReport(fraction_lost=1.0))
+    e.update(LinkReport(fraction_lost=0.01), now=3.5)
+    assert e.bps == 945_000  # one increase a second
+    for i in range(30):
+        e.update(LinkReport(fraction_lost=1.0), now=4.0 + i)
     assert e.bps == FLOOR_BPS  # never below the floor
     e.update(LinkReport(remb_bps=10, round_trip_s=0.08))
     assert e.remb == FLOOR_BPS and e.round_trip_s == 0.08
@@ -45,13 +49,13 @@ def test_estimator_holds_cuts_and_probes_as_gcc_says() -> None:
 
 def test_estimator_after_a_loss_step_recovers_at_five_percent_a_report() -> None:
     e = LossBasedEstimator(2_000_000)
-    for _ in range(5):
-        e.update(LinkReport(fraction_lost=0.3))  # 300 kbps link under 2 Mbps
+    for i in range(5):
+        e.update(LinkReport(fraction_lost=0.3), now=float(i))  # 300 kbps link under 2 Mbps
     low = e.bps
     assert low < 2_000_000 * 0.85**5 + 1
     steps = 0
     while e.bps < 2_000_000:
-        e.update(LinkReport(fraction_lost=0.0))
+        e.update(LinkReport(fraction_lost=0.0), now=10.0 + steps)
         steps += 1
     assert 10 < steps < 40
 
@@ -186,19 +190,20 @@ async def test_loss_reports_lower_the_layers_and_a_clean_link_restores_them(
     feed(0, 70)
     rates = producer.layer_rates.cumulative_bps()
     assert len(rates) == 3
+    clock = iter(range(10_000))
     # Loss until the estimate is between the base layer and two layers.
     while consumer.estimator.bps > rates[1]:
-        consumer.link_report(LinkReport(fraction_lost=0.3))
+        consumer.link_report(LinkReport(fraction_lost=0.3), now=float(next(clock)))
     if consumer.estimator.bps >= rates[0]:
         assert modes[-1] == "reduced" and consumer.layers.target == 0
         dropped = consumer.frames_layer_dropped
         feed(70, 8)
         assert consumer.frames_layer_dropped == dropped + 6  # only TL0 goes through
     while consumer.estimator.bps >= rates[0] * 0.9:
-        consumer.link_report(LinkReport(fraction_lost=0.5))
+        consumer.link_report(LinkReport(fraction_lost=0.5), now=float(next(clock)))
     assert consumer.stills and modes[-1] == "stills"
     for _ in range(80):
-        consumer.link_report(LinkReport(fraction_lost=0.0))
+        consumer.link_report(LinkReport(fraction_lost=0.0), now=float(next(clock)))
     assert not consumer.stills and modes[-1] == "full"
 
 
