@@ -283,7 +283,11 @@ class Consumer:
         if mode == self.rate_mode:
             return
         log.info(
-            "%r: video now %s (estimate %s bps)", self, mode, self.estimator and self.estimator.bps
+            "%r: video now %s (estimate %s bps, layers %s bps)",
+            self,
+            mode,
+            self.estimator and self.estimator.bps,
+            self.producer.layer_rates.cumulative_bps(),
         )
         self.rate_mode = mode
         if self.estimator is not None:
