@@ -299,8 +299,10 @@ class Worker:
                             for c in producer.consumers
                             if c.estimator is not None and c.slot.active and not c.paused
                         ]
+                        # Any sink but the room's active-speaker detector is a recording.
+                        recording = any(sink is not room.speaker for sink in room.sinks)
                         bitrate = publisher_ceiling(
-                            self.config.max_video_bitrate, estimates, bool(producer.sinks)
+                            self.config.max_video_bitrate, estimates, recording
                         )
                         try:
                             await send_remb(producer.receiver, bitrate)

@@ -164,3 +164,52 @@ async def test_a_throttled_subscriber_costs_nobody_else(
         # minute; now a still frame every 8 s and the odd probe at most.
         assert keyframes <= 12, keyframes
         assert notice["shown"] and doctor_id in notice["modes"], notice
+
+
+async def test_one_to_one_over_a_weak_link_gets_moving_video(
+    weak_server: RunningServer, link: roaming.RoamingLink, tmp_path: Path
+) -> None:
+    """Alone with the doctor, the throttled patient's estimate is the most the doctor's
+    camera is asked for: it sizes its stream for that link, and the patient gets moving
+    video (fewer frames, smaller), not still frames."""
+    server = weak_server
+    consultation = "e2e-weak-link-1to1"
+    doctor_url = server.invite("doctor", "Dr. Li", consultation)
+    patient_url = server.invite("patient", "Zhang Ayi", consultation).replace(
+        "127.0.0.1", link.here, 1
+    )
+    async with chromium() as here, _far_chromium(tmp_path, link, server) as there:
+        doctor = await here.new_page()
+        await doctor.goto(f"{doctor_url}?autojoin=1&lang=en")
+        patient = await there.new_page()
+        await patient.goto(f"{patient_url}?autojoin=1&lang=en")
+        doctor_id = await wait_for(doctor, "window.teleconsult.state.self?.id", 30)
+        deadline = time.monotonic() + 60
+        while True:
+            stats = await patient.evaluate(VIDEO_JS)
+            got = stats and _from(stats, doctor_id)
+            if got and got["framesDecoded"] >= 30:
+                break
+            assert time.monotonic() < deadline, server.log_tail(200)
+            await asyncio.sleep(0.5)
+        link.shape(300)
+        await asyncio.sleep(30)  # the estimate falls, the camera follows, layers come back
+        before = _from(await patient.evaluate(VIDEO_JS), doctor_id)
+        out0 = (await doctor.evaluate(VIDEO_JS))["outbound"][0]
+        started = time.monotonic()
+        await asyncio.sleep(20)
+        elapsed = time.monotonic() - started
+        after = _from(await patient.evaluate(VIDEO_JS), doctor_id)
+        out1 = (await doctor.evaluate(VIDEO_JS))["outbound"][0]
+        modes = await patient.evaluate("window.teleconsult.videoRate.modes")
+        await patient.screenshot(path=str(ARTIFACTS / "browser-weak-link-1to1-patient.png"))
+        assert before is not None and after is not None
+        fps = (after["framesDecoded"] - before["framesDecoded"]) / elapsed
+        keyframes = out1["keyFramesEncoded"] - out0["keyFramesEncoded"]
+        changes = [x for x in server.log_tail(400).splitlines() if "video now" in x]
+        print(
+            f"1:1 weak link: patient {fps:.1f} fps at {after['frameWidth']} wide, modes {modes};"
+            f" doctor encoded {keyframes} keyframes in {elapsed:.0f} s; " + "\n".join(changes)
+        )
+        assert fps >= 5, (fps, modes, changes)
+        assert keyframes <= 8, keyframes
