@@ -54,7 +54,8 @@ async def test_a_lossy_subscriber_gets_still_frames_and_costs_nobody_else(
     assert session is not None
     consumer = next(c for c in session.consumers.values() if c.producer.kind == "video")
     assert consumer.rate_mode == "stills", consumer.rate_mode
-    assert consumer.keyframe_requests_ignored > 0
+    # Of its own keyframe requests (PLIs), at most a couple were passed on.
+    assert consumer.keyframe_requests_received - consumer.keyframe_requests_ignored <= 2
     other = harness.worker.session(consultation, healthy.participant_id or "")
     assert other is not None
     assert all(c.rate_mode == "full" for c in other.consumers.values())
