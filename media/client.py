@@ -196,7 +196,9 @@ class WorkerClient(Protocol):
     ) -> None:
         """Stop (or resume) sending the subscriber anything of ``kind`` (Consumer.pause)."""
 
-    async def follow_speaker(self, consultation_id: str, subscriber_id: str, follow: bool) -> None:
+    async def follow_speaker(
+        self, consultation_id: str, subscriber_id: str, follow: bool
+    ) -> None:
         """Send the subscriber only the active speaker's video (the Worker tells who it is
         from the Opus packets' sizes), or everyone's again. Whose video it is comes back as
         a ``video_speaker`` notice (its message the participant id, empty for nobody)."""

@@ -43,7 +43,9 @@ def rtc_configuration(config: MediaConfig) -> RTCConfiguration:
     # max-bundle: under aiortc's default (balanced) policy, a transceiver added before the
     # first answer lands keeps a transport that bundling then closes, and never sends.
     return RTCConfiguration(
-        iceServers=[_rtc_ice_server(s) for s in ice_servers_for(config, "worker", client=False)],
+        iceServers=[
+            _rtc_ice_server(s) for s in ice_servers_for(config, "worker", client=False)
+        ],
         bundlePolicy=RTCBundlePolicy.MAX_BUNDLE,
     )
 

@@ -151,3 +151,5 @@ def _turn_secret(value: str | None) -> bytes | None:
     if problem is not None:
         raise UsageError(f"the TURN secret {problem}")
     return value.strip().encode()
+
+

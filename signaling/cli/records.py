@@ -105,7 +105,9 @@ def revoke(args: argparse.Namespace) -> int:
         else:
             scope, subject = Scope.consultation, ""
     reason = {"consultation": "ended", "identity": "removed", "token": "revoked"}[scope]
-    return asyncio.run(_revoke(data_dir, args.database_url, consultation, scope, subject, reason))
+    return asyncio.run(
+        _revoke(data_dir, args.database_url, consultation, scope, subject, reason)
+    )
 
 
 async def _revoke(

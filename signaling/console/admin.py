@@ -168,7 +168,9 @@ async def _render_admin(
         staff = await desk.staff.list(actor, site.id)
         context["departments"] = await desk.sites.departments(site.id)
         context["staff"] = staff
-        context["locked"] = {m.id: await desk.throttle.locked_until(m.username, now) for m in staff}
+        context["locked"] = {
+            m.id: await desk.throttle.locked_until(m.username, now) for m in staff
+        }
         rows = []
         for p in await desk.sites.partnerships(site.id):
             department = await desk.sites.department(p.department_id)
@@ -185,7 +187,9 @@ async def _render_admin(
         context["partnerships"] = rows
         context["requesters"] = [s for s in every_site if s.id != site.id]
         context["tokens"] = await desk.api_tokens.list(actor, site.id)
-        context["audit"] = [_audit_row(e) for e in await site_entries(service.audit.path, site.id)]
+        context["audit"] = [
+            _audit_row(e) for e in await site_entries(service.audit.path, site.id)
+        ]
     return render("console_admin.html", status, **context)
 
 

@@ -59,6 +59,8 @@ class Member:
 WAITING_ROOM_CAP = 20
 
 
+
+
 class HeldLink:
     """Stands in for a participant's socket while it is down: keeps what they are sent, up
     to a bound, and whether the server ended their session meanwhile."""
