@@ -33,12 +33,15 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from media.client import (
+    EXTRA_SOURCES,
+    ExtraSource,
     Flow,
     Histogram,
     Kind,
     ProducerInfo,
     QualitySample,
     SlotDescription,
+    Source,
     WorkerEvents,
     WorkerMetrics,
     WorkerStats,
@@ -64,6 +67,8 @@ OPS = frozenset(
         "pause_producers",
         "pause_consumers",
         "follow_speaker",
+        "publish_extra",
+        "unpublish_extra",
         "start_recording",
         "recording_consent",
         "stop_recording",
@@ -344,7 +349,14 @@ class WorkerServer:
                 cid, str(a["pid"]), a.get("candidate"), a.get("sdp_mid"), a.get("sdp_mline_index")
             )
         elif op == "pause_producers":
-            worker.pause_producers(cid, str(a["pid"]), a["kind"], bool(a["paused"]))
+            source = a.get("source")
+            if source is not None and source not in ("camera", "microphone", *EXTRA_SOURCES):
+                raise MediaError("unexpected", "unknown source")
+            worker.pause_producers(cid, str(a["pid"]), a["kind"], bool(a["paused"]), source)
+        elif op in ("publish_extra", "unpublish_extra"):
+            if a.get("source") not in EXTRA_SOURCES:
+                raise MediaError("unexpected", "unknown source")
+            getattr(worker, op)(cid, str(a["pid"]), a["source"])
         elif op == "pause_consumers":
             worker.pause_consumers(cid, str(a["pid"]), a["kind"], bool(a["paused"]))
         elif op == "follow_speaker":
@@ -601,10 +613,29 @@ class RedisWorkerClient:
         await self._call(consultation_id, "candidate", args)
 
     async def pause_producers(
-        self, consultation_id: str, participant_id: str, kind: Kind, paused: bool
+        self,
+        consultation_id: str,
+        participant_id: str,
+        kind: Kind,
+        paused: bool,
+        source: Source | None = None,
     ) -> None:
-        args = {"pid": participant_id, "kind": kind, "paused": paused}
+        args: dict[str, Any] = {"pid": participant_id, "kind": kind, "paused": paused}
+        if source is not None:
+            args["source"] = source
         await self._call(consultation_id, "pause_producers", args)
+
+    async def publish_extra(
+        self, consultation_id: str, participant_id: str, source: ExtraSource
+    ) -> None:
+        args = {"pid": participant_id, "source": source}
+        await self._call(consultation_id, "publish_extra", args)
+
+    async def unpublish_extra(
+        self, consultation_id: str, participant_id: str, source: ExtraSource
+    ) -> None:
+        args = {"pid": participant_id, "source": source}
+        await self._call(consultation_id, "unpublish_extra", args)
 
     async def pause_consumers(
         self, consultation_id: str, subscriber_id: str, kind: Kind, paused: bool

@@ -17,6 +17,18 @@ from typing import Any, Literal, Protocol
 from media.config import VideoCodec
 
 Kind = Literal["audio", "video"]
+# What a Producer carries. Every participant's first audio is ``microphone`` and first video
+# ``camera``; ``screen`` (getDisplayMedia) and ``camera2`` (a second camera: dermatoscope,
+# wound close-up) are extra video Producers, added and removed while the session lives.
+Source = Literal["microphone", "camera", "screen", "camera2"]
+ExtraSource = Literal["screen", "camera2"]
+EXTRA_SOURCES: tuple[ExtraSource, ...] = ("screen", "camera2")
+# Extra video Producers one participant may have at once (a screen and a second camera).
+MAX_EXTRA_PRODUCERS = 2
+
+
+def main_source(kind: Kind) -> Source:
+    return "camera" if kind == "video" else "microphone"
 
 
 @dataclass(frozen=True)
@@ -28,6 +40,9 @@ class SlotDescription:
     role: Literal["publish", "consume", "idle"]
     participant_id: str | None = None
     producer_id: str | None = None
+    # What the track is (publish and consume m-lines): a "publish" m-line of source
+    # "screen" wants the screen track, not the camera.
+    source: Source | None = None
 
 
 @dataclass(frozen=True)
@@ -35,6 +50,7 @@ class ProducerInfo:
     producer_id: str
     participant_id: str
     kind: Kind
+    source: Source = "camera"
 
 
 @dataclass(frozen=True)
@@ -186,19 +202,38 @@ class WorkerClient(Protocol):
     ) -> None: ...
 
     async def pause_producers(
-        self, consultation_id: str, participant_id: str, kind: Kind, paused: bool
+        self,
+        consultation_id: str,
+        participant_id: str,
+        kind: Kind,
+        paused: bool,
+        source: Source | None = None,
     ) -> None:
         """Stop (or resume) forwarding and recording what the participant publishes of
-        ``kind`` (mediasoup's Producer.pause): a mute the client cannot override."""
+        ``kind`` (mediasoup's Producer.pause): a mute the client cannot override.
+        ``source``: which of their Producers; None is the main one of ``kind`` (camera,
+        microphone), so turning the camera off leaves a screen share running."""
 
     async def pause_consumers(
         self, consultation_id: str, subscriber_id: str, kind: Kind, paused: bool
     ) -> None:
         """Stop (or resume) sending the subscriber anything of ``kind`` (Consumer.pause)."""
 
-    async def follow_speaker(
-        self, consultation_id: str, subscriber_id: str, follow: bool
+    async def publish_extra(
+        self, consultation_id: str, participant_id: str, source: ExtraSource
     ) -> None:
+        """Add a receiving video m-line of ``source`` to the participant's session (a new
+        offer follows); its Producer opens when their track arrives, and reaches every
+        subscriber like any other. ``too_many_producers`` past MAX_EXTRA_PRODUCERS,
+        ``unexpected`` if that source is published already or they cannot send video."""
+
+    async def unpublish_extra(
+        self, consultation_id: str, participant_id: str, source: ExtraSource
+    ) -> None:
+        """Close the participant's Producer of ``source`` (idempotent); its m-line is kept
+        idle and reused by the next extra Producer."""
+
+    async def follow_speaker(self, consultation_id: str, subscriber_id: str, follow: bool) -> None:
         """Send the subscriber only the active speaker's video (the Worker tells who it is
         from the Opus packets' sizes), or everyone's again. Whose video it is comes back as
         a ``video_speaker`` notice (its message the participant id, empty for nobody)."""

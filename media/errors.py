@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-MediaErrorCode = Literal["bad_sdp", "bad_candidate", "unexpected", "forbidden"]
+MediaErrorCode = Literal[
+    "bad_sdp", "bad_candidate", "unexpected", "forbidden", "too_many_producers"
+]
 
 # IPv4 and IPv6 literals: a participant's addresses stay out of the logs.
 _ADDRESS = re.compile(r"(?:\d{1,3}\.){3}\d{1,3}|(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}")

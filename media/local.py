@@ -7,7 +7,7 @@ against a Worker behind a bus.
 
 from __future__ import annotations
 
-from media.client import Kind, WorkerEvents, WorkerMetrics, WorkerStats
+from media.client import ExtraSource, Kind, Source, WorkerEvents, WorkerMetrics, WorkerStats
 from media.config import MediaConfig, VideoCodec
 from media.worker import RecordingFactory, Worker
 
@@ -65,9 +65,24 @@ class LocalWorkerClient:
         )
 
     async def pause_producers(
-        self, consultation_id: str, participant_id: str, kind: Kind, paused: bool
+        self,
+        consultation_id: str,
+        participant_id: str,
+        kind: Kind,
+        paused: bool,
+        source: Source | None = None,
     ) -> None:
-        self.worker.pause_producers(consultation_id, participant_id, kind, paused)
+        self.worker.pause_producers(consultation_id, participant_id, kind, paused, source)
+
+    async def publish_extra(
+        self, consultation_id: str, participant_id: str, source: ExtraSource
+    ) -> None:
+        self.worker.publish_extra(consultation_id, participant_id, source)
+
+    async def unpublish_extra(
+        self, consultation_id: str, participant_id: str, source: ExtraSource
+    ) -> None:
+        self.worker.unpublish_extra(consultation_id, participant_id, source)
 
     async def pause_consumers(
         self, consultation_id: str, subscriber_id: str, kind: Kind, paused: bool

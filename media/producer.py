@@ -57,10 +57,14 @@ class Producer:
         *,
         mime_type: str,
         keyframe_interval_s: float,
+        source: str | None = None,
     ) -> None:
         self.id = producer_id
         self.participant_id = participant_id
         self.kind = kind
+        # What it carries (media.client.Source): "camera"/"microphone", or an extra video
+        # Producer's "screen"/"camera2".
+        self.source = source or ("camera" if kind == "video" else "microphone")
         self.receiver = receiver
         self.consumers: set[Consumer] = set()
         # The room's sinks (the same list object, so attaching one reaches every Producer).

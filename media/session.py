@@ -1,6 +1,7 @@
 """A PeerSession: one participant's RTCPeerConnection, carrying what they publish and receive.
 
-The Worker is the only offerer. Publishing uses recvonly transceivers made at the start;
+The Worker is the only offerer. Publishing uses recvonly transceivers made at the start,
+plus one ExtraLine per extra video Producer (a screen, a second camera) added later;
 each Consumer rides an OutboundSlot on a sendonly transceiver. Any change (a Consumer added
 or closed) marks the session dirty; one negotiation task turns dirty into offers, one at a
 time, waiting for each answer, so changes made during a negotiation fold into the next.
@@ -18,11 +19,19 @@ from aiortc.mediastreams import MediaStreamTrack
 from aiortc.sdp import candidate_from_sdp
 
 from media.answer import AnswerError, check_answer
-from media.client import Kind, SlotDescription
+from media.client import (
+    MAX_EXTRA_PRODUCERS,
+    ExtraSource,
+    Kind,
+    SlotDescription,
+    Source,
+    main_source,
+)
 from media.codecs import frame_start_check, mime_type, preferred_codecs
 from media.config import MediaConfig
 from media.consumer import Consumer, OutboundSlot
 from media.errors import MediaError, loggable
+from media.extra import ExtraLine
 from media.ice import announce, rtc_configuration
 from media.producer import Producer
 from media.rate import LossBasedEstimator
@@ -73,6 +82,8 @@ class PeerSession:
         self._pc = RTCPeerConnection(rtc_configuration(config))
         tolerate_close_while_connecting(self._pc)
         self._publish_transceivers: dict[RTCRtpTransceiver, Kind] = {}
+        # Extra video m-lines (at most MAX_EXTRA_PRODUCERS, reused once idle).
+        self._extras: list[ExtraLine] = []
         self._slots: list[OutboundSlot] = []
         self._dirty = asyncio.Event()
         self._answer: asyncio.Future[None] | None = None
@@ -132,6 +143,8 @@ class PeerSession:
         self.consumers.clear()
         for producer in self.producers.values():
             producer.close()
+        for line in self._extras:
+            line.producer = None
         for slot in self._slots:
             slot.stop()
         await self._pc.close()
@@ -144,6 +157,19 @@ class PeerSession:
         transceiver = next(
             (t for t in self._pc.getTransceivers() if t.receiver.track is track), None
         )
+        extra = next((x for x in self._extras if x.transceiver is transceiver), None)
+        if extra is not None and transceiver not in self._rejected:
+            # The tap stays for the m-line's life and forwards to whichever Producer it
+            # carries now: aiortc fires "track" once per transceiver, not per reuse.
+            install_receiver_tap(
+                extra.transceiver.receiver,
+                extra.on_frame,
+                starts_frame=frame_start_check(self.room.video_codec),
+            )
+            take_over_bandwidth(extra.transceiver.receiver)
+            extra.tapped = True
+            self._open_extras()
+            return
         if (
             transceiver is None
             or transceiver not in self._publish_transceivers
@@ -156,15 +182,7 @@ class PeerSession:
                 drop_unrequested_media(transceiver.receiver, self._count_unrequested)
             return
         kind = self._publish_transceivers[transceiver]
-        self._producer_seq += 1
-        producer = Producer(
-            f"{self.participant_id}-{kind[0]}{self._producer_seq}",
-            self.participant_id,
-            kind,
-            transceiver.receiver,
-            mime_type=mime_type(kind, self.room.video_codec),
-            keyframe_interval_s=self._config.keyframe_interval_s,
-        )
+        producer = self._new_producer(kind, transceiver, main_source(kind))
         install_receiver_tap(
             transceiver.receiver,
             producer.on_frame,
@@ -173,9 +191,82 @@ class PeerSession:
         )
         if kind == "video":
             take_over_bandwidth(transceiver.receiver)
+        self._opened(producer)
+
+    def _new_producer(self, kind: Kind, transceiver: RTCRtpTransceiver, source: Source) -> Producer:
+        self._producer_seq += 1
+        return Producer(
+            f"{self.participant_id}-{kind[0]}{self._producer_seq}",
+            self.participant_id,
+            kind,
+            transceiver.receiver,
+            mime_type=mime_type(kind, self.room.video_codec),
+            keyframe_interval_s=self._config.keyframe_interval_s,
+            source=source,
+        )
+
+    def _opened(self, producer: Producer) -> None:
         self.producers[producer.id] = producer
-        log.info("%r: Producer %s opened", self, producer.id)
+        log.info("%r: Producer %s (%s) opened", self, producer.id, producer.source)
         self.room.producer_opened(producer)
+
+    # ------------------------------------------------------------ extra video Producers
+
+    def publish_extra(self, source: ExtraSource) -> None:
+        """Ask the participant for a video track of ``source`` on an m-line of its own."""
+        if self.closed:
+            raise MediaError("unexpected", "the media session is closed")
+        if "video" in self._cannot_send:
+            raise MediaError("unexpected", "this client cannot send video in this consultation")
+        if any(x.source == source for x in self._extras):
+            raise MediaError("unexpected", f"{source} is published already")
+        if sum(x.source is not None for x in self._extras) >= MAX_EXTRA_PRODUCERS:
+            raise MediaError(
+                "too_many_producers", f"at most {MAX_EXTRA_PRODUCERS} extra video tracks"
+            )
+        line = next(
+            (x for x in self._extras if x.source is None and x.transceiver not in self._rejected),
+            None,
+        )
+        if line is None:
+            transceiver = self._pc.addTransceiver("video", direction="recvonly")
+            transceiver.setCodecPreferences(preferred_codecs("video", self.room.video_codec))
+            line = ExtraLine(transceiver)
+            self._extras.append(line)
+        else:
+            line.transceiver.direction = "recvonly"
+        line.source = source
+        self.request_negotiation()
+
+    def unpublish_extra(self, source: ExtraSource) -> None:
+        line = next((x for x in self._extras if x.source == source), None)
+        if line is None:
+            return
+        line.source = None
+        line.transceiver.direction = "inactive"
+        self._close_extra(line)
+        self.request_negotiation()
+
+    def _close_extra(self, line: ExtraLine) -> None:
+        producer, line.producer = line.producer, None
+        if producer is not None:
+            self.producers.pop(producer.id, None)
+            producer.close()
+            log.info("%r: Producer %s (%s) closed", self, producer.id, producer.source)
+            self.room.producer_closed(producer)
+
+    def _open_extras(self) -> None:
+        """A Producer for each extra m-line the participant now sends on: a new m-line's
+        on its track event, a reused one's once an answer has made it receive again."""
+        for line in self._extras:
+            if line.source is None or line.producer is not None or not line.tapped:
+                continue
+            if line.transceiver in self._rejected:
+                continue
+            if line.transceiver.currentDirection not in ("recvonly", "sendrecv"):
+                continue
+            line.producer = self._new_producer("video", line.transceiver, line.source)
+            self._opened(line.producer)
 
     def _count_unrequested(self) -> None:
         self.unrequested_rtp_packets += 1
@@ -277,13 +368,22 @@ class PeerSession:
         self.room.send_offer(self, sdp, self.describe_slots())
         async with asyncio.timeout(self._config.answer_timeout_s):
             await self._answer
+        self._open_extras()
         self._activate_slots()
 
     def describe_slots(self) -> list[SlotDescription]:
         slots: list[SlotDescription] = []
         for transceiver, kind in self._publish_transceivers.items():
             if transceiver.mid is not None:
-                slots.append(SlotDescription(transceiver.mid, kind, "publish"))
+                slots.append(
+                    SlotDescription(transceiver.mid, kind, "publish", source=main_source(kind))
+                )
+        for line in self._extras:
+            mid = line.transceiver.mid
+            if mid is not None and line.source is not None:
+                slots.append(SlotDescription(mid, "video", "publish", source=line.source))
+            elif mid is not None:
+                slots.append(SlotDescription(mid, "video", "idle"))
         for slot in self._slots:
             if slot.mid is None:
                 continue
@@ -293,7 +393,14 @@ class PeerSession:
             else:
                 producer = slot.consumer.producer
                 slots.append(
-                    SlotDescription(slot.mid, kind, "consume", producer.participant_id, producer.id)
+                    SlotDescription(
+                        slot.mid,
+                        kind,
+                        "consume",
+                        producer.participant_id,
+                        producer.id,
+                        producer.source,  # type: ignore[arg-type]
+                    )
                 )
         return slots
 
@@ -336,7 +443,11 @@ class PeerSession:
             self._rejected.add(transceiver)
             transceiver.direction = "inactive"
             kind: Kind = "video" if transceiver.kind == "video" else "audio"
-            publish = transceiver in self._publish_transceivers
+            extra = next((x for x in self._extras if x.transceiver is transceiver), None)
+            if extra is not None:
+                extra.source = None
+                self._close_extra(extra)
+            publish = transceiver in self._publish_transceivers or extra is not None
             log.info(
                 "%r: %s %s m-line %s rejected", self, kind, "publish" if publish else "consume", mid
             )

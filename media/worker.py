@@ -15,13 +15,16 @@ from typing import Any, Protocol
 
 from media import meter
 from media.client import (
+    ExtraSource,
     Kind,
     ProducerInfo,
     QualitySample,
     SlotDescription,
+    Source,
     WorkerEvents,
     WorkerMetrics,
     WorkerStats,
+    main_source,
 )
 from media.codecs import choose_video_codec
 from media.config import MediaConfig, VideoCodec
@@ -71,7 +74,8 @@ RecordingFactory = Callable[
 
 def _info(producer: Producer) -> ProducerInfo:
     kind: Kind = "video" if producer.kind == "video" else "audio"
-    return ProducerInfo(producer.id, producer.participant_id, kind)
+    source: Source = producer.source  # type: ignore[assignment]
+    return ProducerInfo(producer.id, producer.participant_id, kind, source)
 
 
 class MediaRoom:
@@ -83,9 +87,9 @@ class MediaRoom:
         self.producers: dict[str, Producer] = {}
         self.sinks: list[RoomSink] = []
         self.recording: RoomRecording | None = None
-        # Kinds paused per participant: a Producer opening later starts paused too (a muted
-        # participant who republishes stays muted).
-        self.paused_publishers: dict[str, set[Kind]] = {}
+        # Sources paused per participant ("camera" for a paused video kind): a Producer
+        # opening later starts paused too (a muted participant who republishes stays muted).
+        self.paused_publishers: dict[str, set[Source]] = {}
         self.paused_subscribers: dict[str, set[Kind]] = {}
         # Subscribers who receive only the active speaker's video (a low-bandwidth mode),
         # and whose video each is being sent: told to them as a ``video_speaker`` notice.
@@ -124,7 +128,7 @@ class MediaRoom:
         self.producers[producer.id] = producer
         producer.sinks = self.sinks
         kind: Kind = "video" if producer.kind == "video" else "audio"
-        if kind in self.paused_publishers.get(producer.participant_id, ()):
+        if producer.source in self.paused_publishers.get(producer.participant_id, ()):
             producer.pause()
         for sink in self.sinks:
             sink.producer_opened(producer)
@@ -133,6 +137,18 @@ class MediaRoom:
                 self._consume(session, producer)
         self._events.producer_opened(self.consultation_id, _info(producer))
         if kind == "video":
+            self._refresh_followers()
+
+    def producer_closed(self, producer: Producer) -> None:
+        """One Producer of a session that goes on (an extra video stopped)."""
+        if self.producers.pop(producer.id, None) is None:
+            return
+        for sink in self.sinks:
+            sink.producer_closed(producer)
+        for other in self.sessions.values():
+            other.stop_consuming(producer.id)
+        self._events.producer_closed(self.consultation_id, _info(producer))
+        if producer.kind == "video":
             self._refresh_followers()
 
     def _consume(self, session: PeerSession, producer: Producer) -> None:
@@ -194,12 +210,17 @@ class MediaRoom:
 
     # ------------------------------------------------------------ pause / resume
 
-    def pause_producers(self, participant_id: str, kind: Kind, paused: bool) -> None:
-        kinds = self.paused_publishers.setdefault(participant_id, set())
-        (kinds.add if paused else kinds.discard)(kind)
+    def pause_producers(
+        self, participant_id: str, kind: Kind, paused: bool, source: Source | None = None
+    ) -> None:
+        """``source`` None: the participant's main Producer of ``kind`` (a camera turned
+        off leaves a screen share running); else the Producer of that source."""
+        wanted = source or main_source(kind)
+        sources = self.paused_publishers.setdefault(participant_id, set())
+        (sources.add if paused else sources.discard)(wanted)
         session = self.sessions.get(participant_id)
         for producer in session.producers.values() if session else ():
-            if producer.kind == kind:
+            if producer.source == wanted:
                 producer.pause() if paused else producer.resume()
 
     def pause_consumers(self, subscriber_id: str, kind: Kind, paused: bool) -> None:
@@ -398,11 +419,28 @@ class Worker:
     # ------------------------------------------------------------ pause / resume
 
     def pause_producers(
-        self, consultation_id: str, participant_id: str, kind: Kind, paused: bool
+        self,
+        consultation_id: str,
+        participant_id: str,
+        kind: Kind,
+        paused: bool,
+        source: Source | None = None,
     ) -> None:
         room = self.rooms.get(consultation_id)
         if room is not None:
-            room.pause_producers(participant_id, kind, paused)
+            room.pause_producers(participant_id, kind, paused, source)
+
+    # ------------------------------------------------------------ extra video Producers
+
+    def publish_extra(self, consultation_id: str, participant_id: str, source: ExtraSource) -> None:
+        self._session(consultation_id, participant_id).publish_extra(source)
+
+    def unpublish_extra(
+        self, consultation_id: str, participant_id: str, source: ExtraSource
+    ) -> None:
+        session = self.session(consultation_id, participant_id)
+        if session is not None:
+            session.unpublish_extra(source)
 
     def pause_consumers(
         self, consultation_id: str, subscriber_id: str, kind: Kind, paused: bool

@@ -33,6 +33,11 @@ class Permission(StrEnum):
     # have it: the photo of their own wound or rash is the commonest image in a
     # teleconsultation, and they are let in by the host, who can remove them.
     share_images = "share_images"
+    # Publishing the screen (getDisplayMedia) as an extra video track, shown large to
+    # everyone. Not patients: a screen shows whatever else is open on it, and a patient's
+    # share would take over every page; they show a wound with a second camera instead
+    # (``publish``).
+    share_screen = "share_screen"
 
 
 # Read-only so no caller can widen a role at run time.
@@ -45,13 +50,20 @@ PERMISSIONS: Mapping[Role, frozenset[Permission]] = MappingProxyType(
                 Permission.subscribe,
                 Permission.view_recordings,
                 Permission.share_images,
+                Permission.share_screen,
             }
         ),
         Role.patient: frozenset(
             {Permission.publish, Permission.subscribe, Permission.share_images}
         ),
         Role.nurse: frozenset(
-            {Permission.publish, Permission.subscribe, Permission.admit, Permission.share_images}
+            {
+                Permission.publish,
+                Permission.subscribe,
+                Permission.admit,
+                Permission.share_images,
+                Permission.share_screen,
+            }
         ),
         Role.observer: frozenset({Permission.subscribe}),
     }

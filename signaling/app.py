@@ -26,6 +26,7 @@ from rooms.redis_store import RedisRoomStore
 from rooms.store import RoomStore
 from signaling.audit.log import AuditLog
 from signaling.config import ServerConfig
+from signaling.console import terminals as console_terminals
 from signaling.console.cipher import KeystoreCipher
 from signaling.console.clinic import CLINIC
 from signaling.console.frontdesk import setup_frontdesk
@@ -54,6 +55,8 @@ from signaling.room.rooms import Rooms
 from signaling.server import Server
 from signaling.sharing import api as sharing_api
 from signaling.sharing.store import Sharing
+from signaling.terminal import api as terminal_api
+from signaling.terminal.service import TerminalService
 from signaling.webhooks.sender import Webhooks
 from signaling.workers import WorkerPool
 
@@ -150,6 +153,15 @@ def create_app(config: ServerConfig, *, store: RoomStore | None = None) -> web.A
     app.router.add_get("/ws", websocket)
     setup_pages(app)
     setup_frontdesk(app, config, database, audit)
+    # Nursing-home terminals: their page and endpoints, and their part of the consoles.
+    terminal_api.setup(
+        app,
+        TerminalService(
+            app[CLINIC],
+            in_room=lambda cid, who: any(m.grant.identity == who for m in rooms.members_of(cid)),
+        ),
+    )
+    console_terminals.setup(app)
     # Chat and shared images: kept with the consultation's record, sealed with its key; the
     # front desk's file workers do their CPU and disk work.
     rooms.use_sharing(

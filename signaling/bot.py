@@ -49,12 +49,15 @@ class Inbound:
     mid: str
     kind: str
     participant_id: str | None = None
+    producer_id: str | None = None
+    source: str | None = None
     frames: int = 0
     keyframes: int = 0
     bytes: int = 0
     first_frame_at: float | None = None
     first_frame_was_keyframe: bool | None = None
     by_participant: dict[str, int] = field(default_factory=dict)
+    by_producer: dict[str, int] = field(default_factory=dict)
 
 
 class Bot:
@@ -89,6 +92,8 @@ class Bot:
             self.tracks["video"] = ClipTrack(video, on_sent)
         if audio is not None:
             self.tracks["audio"] = ClipTrack(audio, on_sent)
+        # Extra video tracks by source ("screen", "camera2"): see publish_extra().
+        self.extra_tracks: dict[str, ClipTrack] = {}
         self.inbound: dict[str, Inbound] = {}
         # What earlier connections of this session received (before a media reset).
         self._past_inbound: list[Inbound] = []
@@ -203,6 +208,44 @@ class Bot:
         else:
             await self._ws.send_str(data)
 
+    async def publish_extra(self, source: p.ExtraSource, clip: Clip) -> None:
+        """Ask to publish ``clip`` as an extra video track of ``source``; it is sent on the
+        m-line the server's next offer names for that source."""
+        self.extra_tracks[source] = ClipTrack(clip)
+        await self.send(p.PublishExtra(type="publish_extra", source=source))
+
+    async def unpublish_extra(self, source: p.ExtraSource) -> None:
+        await self.send(p.UnpublishExtra(type="unpublish_extra", source=source))
+        track = self.extra_tracks.pop(source, None)
+        for transceiver in self.pc.getTransceivers() if self.pc is not None else ():
+            if track is not None and transceiver.sender.track is track:
+                # Not track.stop(): that would end the sender's loop for good, and the
+                # m-line is reused by the next extra track. Without a track it idles.
+                transceiver.sender.replaceTrack(None)
+
+    def frames_of(self, producer_id: str) -> int:
+        """Frames received of one Producer, on whatever m-line carried it."""
+        return sum(
+            i.by_producer.get(producer_id, 0) for i in (*self._past_inbound, *self.inbound.values())
+        )
+
+    def published(self, participant_id: str, source: str) -> list[str]:
+        """Ids of the Producers of ``source`` the participant opened, in order: announced
+        (``track_published``) or, for those opened before this bot joined, offered."""
+        ids = [
+            e.producerId
+            for e in self.events
+            if isinstance(e, p.TrackPublished)
+            and e.participantId == participant_id
+            and e.source == source
+        ]
+        offered = [
+            i.producer_id
+            for i in (*self._past_inbound, *self.inbound.values())
+            if i.participant_id == participant_id and i.source == source and i.producer_id
+        ]
+        return [*(x for x in dict.fromkeys(offered) if x not in ids), *ids]
+
     def frames_from(self, participant_id: str, kind: str) -> int:
         return sum(
             i.by_participant.get(participant_id, 0)
@@ -306,6 +349,7 @@ class Bot:
         self._past_inbound += self.inbound.values()
         self.inbound, self._slots = {}, {}
         self.tracks = {kind: track.successor() for kind, track in self.tracks.items()}
+        self.extra_tracks = {src: track.successor() for src, track in self.extra_tracks.items()}
 
     def _new_pc(self, ice_servers: list[p.IceServer]) -> RTCPeerConnection:
         pc = RTCPeerConnection(
@@ -332,8 +376,13 @@ class Bot:
             self._slots[slot.mid] = slot
             transceiver = next(t for t in self.pc.getTransceivers() if t.mid == slot.mid)
             if slot.role == "publish":
-                track = self.tracks.get(slot.kind)
-                if track is not None and transceiver.sender.track is None:
+                extra = slot.source not in (None, "camera", "microphone")
+                track = (
+                    self.extra_tracks.get(slot.source or "")
+                    if extra
+                    else self.tracks.get(slot.kind)
+                )
+                if track is not None and transceiver.sender.track is not track:
                     transceiver.sender.replaceTrack(track)
                     on_keyframe_request(transceiver.sender, track.request_keyframe)
                 transceiver.direction = "sendonly" if track is not None else "inactive"
@@ -342,8 +391,13 @@ class Bot:
                 inbound = self.inbound.get(slot.mid)
                 if inbound is not None:
                     inbound.participant_id = slot.participantId
+                    inbound.producer_id = slot.producerId
+                    inbound.source = slot.source
             else:
                 transceiver.direction = "inactive"
+                if transceiver.sender.track is not None:
+                    # aiortc goes on sending on an inactive m-line while it has a track.
+                    transceiver.sender.replaceTrack(None)
         answer = await self.pc.createAnswer()
         await self.pc.setLocalDescription(answer)
         await self.send(p.Answer(type="answer", sdp=self.pc.localDescription.sdp))
@@ -353,7 +407,13 @@ class Bot:
         transceiver = next(t for t in self.pc.getTransceivers() if t.receiver.track is track)
         mid = transceiver.mid or ""
         slot = self._slots.get(mid)
-        inbound = Inbound(mid, track.kind, slot.participantId if slot else None)
+        inbound = Inbound(
+            mid,
+            track.kind,
+            slot.participantId if slot else None,
+            slot.producerId if slot else None,
+            slot.source if slot else None,
+        )
         self.inbound[mid] = inbound
 
         def on_frame(codec: RTCRtpCodecParameters, frame: JitterFrame, lost: bool) -> None:
@@ -368,6 +428,9 @@ class Bot:
             if inbound.participant_id is not None:
                 counts = inbound.by_participant
                 counts[inbound.participant_id] = counts.get(inbound.participant_id, 0) + 1
+            if inbound.producer_id is not None:
+                per = inbound.by_producer
+                per[inbound.producer_id] = per.get(inbound.producer_id, 0) + 1
             if self._on_frame is not None:
                 self._on_frame(inbound.kind, inbound.participant_id, frame.data, now)
 

@@ -33,6 +33,9 @@ MAX_CHAT_CHARS = 2000
 CHAT_PAGE = 50
 
 Kind = Literal["audio", "video"]
+# What a track is; the extra video sources are added and removed during the call.
+Source = Literal["microphone", "camera", "screen", "camera2"]
+ExtraSource = Literal["screen", "camera2"]
 
 
 class _Message(BaseModel):
@@ -75,6 +78,8 @@ class Mute(_Message):
     type: Literal["mute"]
     kind: Kind
     muted: bool
+    # Which extra video Producer (``screen``, ``camera2``); absent: the main track of kind.
+    source: ExtraSource | None = None
 
 
 class Leave(_Message):
@@ -196,6 +201,22 @@ class Pointer(_Message):
     y: Unit | None = None
 
 
+class PublishExtra(_Message):
+    """Publish another video track besides the camera: the screen (``screen``, needs
+    ``share_screen``) or a second camera (``camera2``, needs ``publish``). A new ``offer``
+    follows with a ``publish`` m-line of that source; at most two at once."""
+
+    type: Literal["publish_extra"]
+    source: ExtraSource
+
+
+class UnpublishExtra(_Message):
+    """Stop that extra video track; everyone is told (``track_unpublished``)."""
+
+    type: Literal["unpublish_extra"]
+    source: ExtraSource
+
+
 VideoMode = Literal["all", "audio_only", "speaker"]
 
 
@@ -226,7 +247,9 @@ ClientMessage = Annotated[
     | Share
     | Unshare
     | Pointer
-    | VideoPolicy,
+    | VideoPolicy
+    | PublishExtra
+    | UnpublishExtra,
     Field(discriminator="type"),
 ]
 _client_adapter: TypeAdapter[ClientMessage] = TypeAdapter(ClientMessage)
@@ -284,6 +307,9 @@ class TrackSlot(_Message):
     role: Literal["publish", "consume", "idle"]
     participantId: str | None = None
     producerId: str | None = None
+    # What the track is (publish and consume): "microphone", "camera", or an extra video's
+    # "screen" / "camera2". A "publish" m-line of source "screen" wants the screen track.
+    source: Source | None = None
 
 
 class Offer(_Message):
@@ -307,6 +333,8 @@ class TrackPublished(_Message):
     participantId: str
     producerId: str
     kind: Kind
+    # "screen" is shown large to everyone; "camera2" beside the sender's camera.
+    source: Source = "camera"
 
 
 class TrackUnpublished(_Message):
@@ -314,6 +342,7 @@ class TrackUnpublished(_Message):
     participantId: str
     producerId: str
     kind: Kind
+    source: Source = "camera"
 
 
 class MuteChanged(_Message):
@@ -321,6 +350,7 @@ class MuteChanged(_Message):
     participantId: str
     kind: Kind
     muted: bool
+    source: ExtraSource | None = None
 
 
 class ConsentRequest(_Message):
@@ -517,6 +547,8 @@ ErrorCode = Literal[
     # Not a refusal: the participant goes on with audio only (its client cannot use the
     # consultation's video codec, or its answer rejected a video m-line).
     "video_unavailable",
+    # publish_extra past the limit of extra video tracks (two at once).
+    "too_many_producers",
     "internal",
 ]
 
@@ -580,6 +612,8 @@ CLIENT_TYPES = frozenset(
         "unshare",
         "pointer",
         "video_policy",
+        "publish_extra",
+        "unpublish_extra",
     ]
 )
 

@@ -13,6 +13,7 @@ from rooms.records.passwords import Passwords
 from rooms.records.signing_keys import StaffKeyring, wrapping_key
 from rooms.records.sites import Sites
 from rooms.records.staff import Staff
+from rooms.records.terminals import Terminals, pairing_key
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,7 @@ class FrontDesk:
     api_tokens: ApiTokens
     throttle: LoginThrottle
     authenticator: Authenticator
+    terminals: Terminals
 
     @classmethod
     def build(
@@ -41,4 +43,5 @@ class FrontDesk:
             api_tokens=ApiTokens(database, sites),
             throttle=throttle,
             authenticator=Authenticator(staff, throttle),
+            terminals=Terminals(database, sites, pairing_key(master_key)),
         )

@@ -416,3 +416,72 @@ shared_images = Table(
     Column("created_at", UtcDateTime(), nullable=False),
     Index("ix_shared_images_consultation_id", "consultation_id"),
 )
+
+# --- nursing-home terminals (rooms/records/terminals.py) ---
+# A terminal is a browser on a tablet or TV box registered to a nursing-home site. Its
+# device credential is random and long: only its SHA-256 is kept (NULL until the terminal
+# has collected it after pairing). ``auto_answer_s``: 0 = the resident answers; else the
+# terminal answers by itself after that many seconds of ringing.
+terminals = Table(
+    "terminals",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("site_id", String(32), ForeignKey("sites.id"), nullable=False),
+    Column("label", String(100), nullable=False),
+    Column("credential_hash", String(64), nullable=True),
+    Column("auto_answer_s", Integer, nullable=False, default=0),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("created_by", String(32), nullable=False),
+    Column("revoked_at", UtcDateTime(), nullable=True),
+    Column("revoked_by", String(32), nullable=True),
+    # Heard from (its stream opened, a heartbeat) and its stream closed: online is a recent
+    # ``last_seen_at`` after the last ``disconnected_at``, whichever node holds the stream.
+    Column("last_seen_at", UtcDateTime(), nullable=True),
+    Column("disconnected_at", UtcDateTime(), nullable=True),
+    Column("last_called_at", UtcDateTime(), nullable=True),
+    UniqueConstraint("credential_hash", name="uq_terminals_credential_hash"),
+    Index("ix_terminals_site_id", "site_id"),
+)
+
+# A pairing in progress: the 6-digit code a terminal shows (kept as an HMAC under a key
+# derived from the master key: a plain hash of six digits is reversed by trying them all)
+# and the ticket the terminal polls with (random, SHA-256). ``terminal_id`` is set when a
+# site admin enters the code; ``collected_at`` when the terminal takes its credential.
+terminal_pairings = Table(
+    "terminal_pairings",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("code_hash", String(64), nullable=False),
+    Column("ticket_hash", String(64), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("expires_at", UtcDateTime(), nullable=False),
+    Column("terminal_id", String(32), nullable=True),
+    Column("collected_at", UtcDateTime(), nullable=True),
+    UniqueConstraint("ticket_hash", name="uq_terminal_pairings_ticket_hash"),
+    Index("ix_terminal_pairings_code_hash", "code_hash"),
+)
+
+# Wrong pairing codes entered at a site's console, to limit guessing.
+terminal_pairing_failures = Table(
+    "terminal_pairing_failures",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("site_id", String(32), nullable=False),
+    Column("at", UtcDateTime(), nullable=False),
+    Index("ix_terminal_pairing_failures_site_id", "site_id", "at"),
+)
+
+# Each call to a terminal: the consultation it was called into and who called, so revoking
+# the terminal ends its live calls (by its identity in those consultations).
+terminal_calls = Table(
+    "terminal_calls",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("terminal_id", String(32), ForeignKey("terminals.id"), nullable=False),
+    Column("consultation_id", String(64), ForeignKey("consultations.id"), nullable=False),
+    Column("jti", String(64), nullable=False),
+    Column("created_by", String(32), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("expires_at", UtcDateTime(), nullable=False),
+    Index("ix_terminal_calls_terminal_id", "terminal_id"),
+)

@@ -45,7 +45,8 @@ _STATUS: dict[type[RecordError], tuple[int, str]] = {
 }
 _DONE = frozenset(
     {"site", "department", "staff", "disabled", "enabled", "unlocked", "password",
-     "partnership", "ended", "revoked"}
+     "partnership", "ended", "revoked", "terminal_paired", "terminal_revoked",
+     "terminal_settings"}
 )  # fmt: skip
 
 Form = MultiDictProxy[Any]
@@ -126,6 +127,8 @@ async def _render_admin(
     error: str | None = None,
     issued: str | None = None,
 ) -> web.Response:
+    from signaling.console import terminals
+
     lang = page_language(request)
     t = messages(lang)
     desk = service.desk
@@ -160,6 +163,7 @@ async def _render_admin(
         "requesters": [],
         "tokens": [],
         "audit": [],
+        "terminals": None,
     }
     if member.platform_admin:
         context["platform_admins"] = await desk.staff.list(actor, None)
@@ -187,6 +191,7 @@ async def _render_admin(
         context["partnerships"] = rows
         context["requesters"] = [s for s in every_site if s.id != site.id]
         context["tokens"] = await desk.api_tokens.list(actor, site.id)
+        context.update(await terminals.admin_context(request, member, site))
         context["audit"] = [
             _audit_row(e) for e in await site_entries(service.audit.path, site.id)
         ]

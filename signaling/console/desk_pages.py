@@ -136,7 +136,10 @@ async def render_home(
         context = await _expert_context(request, p)
         template = "console_expert.html"
     else:
+        from signaling.console import terminals
+
         context = await _doctor_context(p)
+        context.update(await terminals.desk_context(request, p))
         template = "console_doctor.html"
     common = await _common(request, p, **context)
     if error is not None:
@@ -243,6 +246,11 @@ async def render_consultation(
         # The consultation itself cannot be shown (a refused action on another site's
         # record): answer on the console instead.
         return await render_home(request, p, status=status, error=error or exc)
+    from signaling.console import terminals
+
+    context.update(
+        await terminals.consultation_context(request, p, consultation_id, context["may_invite"])
+    )
     common = await _common(request, p, **context)
     if error is not None:
         common["error"], common["detail"] = error.code, str(error)

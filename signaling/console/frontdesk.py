@@ -61,7 +61,8 @@ def may_see(member: StaffMember, change: Change) -> bool:
         return not admin and ours
     if admin:
         return member.platform_admin or ours
-    return change.topic == "partnerships" and ours
+    # The home's doctors and nurses see its terminals come and go, as its admins do.
+    return change.topic in ("partnerships", "terminals") and ours
 
 
 def setup_frontdesk(

@@ -91,6 +91,13 @@ SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
         "scheme": "bearer",
         "description": "A site's API token (tcs_...): acts as that site's front desk.",
     },
+    "terminalCredential": {
+        "type": "apiKey",
+        "in": "cookie",
+        "name": "tc_terminal",
+        "description": "A paired nursing-home terminal's device credential (HttpOnly, set "
+        "when the terminal collects its pairing). docs/terminals.md.",
+    },
     "staffSession": {
         "type": "apiKey",
         "in": "cookie",

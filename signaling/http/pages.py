@@ -14,6 +14,8 @@ Query parameters of the join page:
   patient works by touch: the page gets the ``kiosk`` body class, which makes the consent
   dialog's Yes / No buttons extra large, and it joins by itself (``kiosk=1`` implies
   ``autojoin=1``; ``autojoin=1`` alone does not change the layout).
+- ``terminal=1``: opened by a nursing-home terminal (docs/terminals.md); when the call
+  ends, the page goes back to the terminal's home screen (``/terminal``).
 """
 
 from __future__ import annotations

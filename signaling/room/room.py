@@ -37,6 +37,7 @@ from signaling import protocol as p
 from signaling.audit.log import AuditLog
 from signaling.room.chat import RoomChat
 from signaling.room.consent import RecordingConsent
+from signaling.room.extra_video import ExtraVideo
 from signaling.room.incoming_video import IncomingVideo
 from signaling.room.limits import TokenBucket
 from signaling.room.members import (
@@ -114,6 +115,7 @@ class Room:
         self.chat = RoomChat(self, keeping)
         self.images = RoomImages(self, keeping)
         self.incoming_video = IncomingVideo(self)
+        self.extra_video = ExtraVideo(self)
 
     def __repr__(self) -> str:
         return f"Room({self.consultation_id}, members={len(self.members)})"
@@ -279,8 +281,10 @@ class Room:
         while len(self.roles) > ROLES_KEPT:
             del self.roles[next(iter(self.roles))]
         if self.revocation.revoked_since_check(grant):
-            # Revoked between the token check and reaching the Room, where revocations look.
+            # Revoked between the token check and reaching the Room, where revocations look:
+            # the end of its link takes the seat back; nobody hears of it, no media opens.
             link.end("removed")
+            return
         self.broadcast(p.ParticipantJoined(participant=_info(participant)), exclude=participant.id)
         self.audit.record(
             "join",
@@ -305,6 +309,11 @@ class Room:
             subscribe=can(grant.role, Permission.subscribe),
             video_codecs=member.video_codecs,
         )
+        if self.members.get(participant.id) is not member:
+            # It left (or was removed) while its media session was being opened: the leave
+            # closed nothing, so close what just opened.
+            await self.worker.close_session(self.consultation_id, participant.id)
+            return
         self.images.joined(member)
         await self.chat.joined(member)
 
@@ -329,6 +338,7 @@ class Room:
         self.broadcast(p.ParticipantLeft(participantId=participant_id))
         self.images.left(participant_id)
         self.incoming_video.left(participant_id)
+        self.extra_video.left(participant_id)
         if self.recording is not None:
             if self.members:
                 await self.recording.left(participant_id)
@@ -425,12 +435,16 @@ class Room:
             subscribe=can(member.grant.role, Permission.subscribe),
             video_codecs=member.video_codecs,
         )
+        if self.members.get(member.id) is not member:
+            await self.worker.close_session(cid, member.id)  # it left meanwhile
+            return
         for participant in await self.store.participants(cid):
             if participant.id == member.id:
                 for kind in ("audio", "video"):
                     if getattr(participant, f"{kind}_muted"):
                         await self.worker.pause_producers(cid, member.id, kind, True)  # type: ignore[arg-type]
         await self.incoming_video.reapply(member.id)
+        await self.extra_video.reapply(member.id)
 
     # ------------------------------------------------------------ messages
 
@@ -450,7 +464,11 @@ class Room:
                 cid, pid, message.candidate, message.sdpMid, message.sdpMLineIndex
             )
         elif isinstance(message, p.Mute):
-            await self._mute(member, message.kind, message.muted)
+            await self._mute(member, message.kind, message.muted, message.source)
+        elif isinstance(message, p.PublishExtra):
+            await self.extra_video.publish(member, message.source)
+        elif isinstance(message, p.UnpublishExtra):
+            await self.extra_video.unpublish(member, message.source)
         elif isinstance(message, p.Record):
             await self._record(member, message)
         elif isinstance(message, p.Consent):
@@ -542,15 +560,19 @@ class Room:
 
     # ------------------------------------------------------------ the call
 
-    async def _mute(self, member: Member, kind: Kind, muted: bool) -> None:
+    async def _mute(
+        self, member: Member, kind: Kind, muted: bool, source: p.ExtraSource | None = None
+    ) -> None:
         if not can(member.grant.role, Permission.publish):
             raise p.ProtocolError("forbidden", "nothing to mute: this role cannot publish", "mute")
         # Enforced by the Worker, not only reported: a client that keeps sending after
         # saying "muted" (or a modified page) reaches nobody.
-        await self.worker.pause_producers(self.consultation_id, member.id, kind, muted)
-        await self.store.set_muted(self.consultation_id, member.id, kind, muted)
+        await self.worker.pause_producers(self.consultation_id, member.id, kind, muted, source)
+        if source is None:
+            await self.store.set_muted(self.consultation_id, member.id, kind, muted)
         self.broadcast(
-            p.MuteChanged(participantId=member.id, kind=kind, muted=muted), exclude=member.id
+            p.MuteChanged(participantId=member.id, kind=kind, muted=muted, source=source),
+            exclude=member.id,
         )
 
     async def _record(self, member: Member, message: p.Record) -> None:
@@ -617,6 +639,7 @@ class Room:
                         role=s.role,
                         participantId=s.participant_id,
                         producerId=s.producer_id,
+                        source=s.source,
                     )
                     for s in slots
                 ],
@@ -629,6 +652,7 @@ class Room:
                 participantId=producer.participant_id,
                 producerId=producer.producer_id,
                 kind=producer.kind,
+                source=producer.source,
             )
         )
 
@@ -638,6 +662,7 @@ class Room:
                 participantId=producer.participant_id,
                 producerId=producer.producer_id,
                 kind=producer.kind,
+                source=producer.source,
             )
         )
 
@@ -709,6 +734,8 @@ class Room:
     async def _reopen_media(self) -> None:
         cid = self.consultation_id
         for member in list(self.members.values()):
+            if self.members.get(member.id) is not member:
+                continue  # left while the others' sessions were being opened
             await self.worker.open_session(
                 cid,
                 member.id,
@@ -716,6 +743,8 @@ class Room:
                 subscribe=can(member.grant.role, Permission.subscribe),
                 video_codecs=member.video_codecs,
             )
+            if self.members.get(member.id) is not member:
+                await self.worker.close_session(cid, member.id)
         for participant in await self.store.participants(cid):
             for kind, muted in (
                 ("audio", participant.audio_muted),
@@ -725,6 +754,7 @@ class Room:
                     await self.worker.pause_producers(cid, participant.id, kind, True)  # type: ignore[arg-type]
         for participant_id in list(self.members):
             await self.incoming_video.reapply(participant_id)
+            await self.extra_video.reapply(participant_id)
         if self.recording is not None:
             await self.recording.resume()
 

@@ -544,6 +544,18 @@ def video_policy() -> st.SearchStrategy[Frame]:
     return message("video_policy", {"mode": either(modes, hostile_text(16))})
 
 
+def _sources() -> st.SearchStrategy[Any]:
+    return either(st.sampled_from(["screen", "camera2"]), hostile_text(16))
+
+
+def publish_extra() -> st.SearchStrategy[Frame]:
+    return message("publish_extra", {"source": _sources()})
+
+
+def unpublish_extra() -> st.SearchStrategy[Frame]:
+    return message("unpublish_extra", {"source": _sources()})
+
+
 def bare(type_: str) -> st.SearchStrategy[Frame]:
     return message(type_, {})
 
@@ -568,6 +580,8 @@ MESSAGE_TYPES: dict[str, Callable[[], st.SearchStrategy[Frame]]] = {
     "unshare": lambda: bare("unshare"),
     "pointer": pointer,
     "video_policy": video_policy,
+    "publish_extra": publish_extra,
+    "unpublish_extra": unpublish_extra,
 }
 assert set(MESSAGE_TYPES) == p.CLIENT_TYPES  # a new client type needs a strategy here
 

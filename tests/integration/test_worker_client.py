@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 
 from media.bus import RedisWorkerClient, WorkerServer
 from media.client import ProducerInfo, QualitySample, SlotDescription, WorkerClient
-from media.clips import Clip
+from media.clips import Clip, ClipTrack
 from media.codecs import is_vp8_keyframe
 from media.config import MediaConfig
 from media.errors import MediaError
@@ -56,6 +56,7 @@ class Events:
                 role=s.role,
                 participantId=s.participant_id,
                 producerId=s.producer_id,
+                source=s.source,
             )
             for s in slots
         ]
@@ -291,3 +292,73 @@ async def test_a_follower_of_the_speaker_gets_only_the_speakers_video(
     assert c.frames_from("Pa", "video") > talker + 20
     await client.follow_speaker(CID, "Pc", False)
     assert await c.wait_for(lambda: c.frames_from("Pq", "video") > quiet + 10, 10)
+
+
+async def test_extra_video_producers_come_and_go_by_source(
+    setup: tuple[WorkerClient, Events],
+    video_clip: Clip,
+    audio_clip: Clip,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A screen share is one more video Producer: forwarded encoded to every subscriber,
+    paused on its own, closed without touching the camera, its m-line reused."""
+    client, events = setup
+    a = await _peer(client, events, "Pa", video=video_clip, audio=audio_clip)
+    b = await _peer(client, events, "Pb")
+    assert await b.wait_for(lambda: b.frames_from("Pa", "video") > 10, 15)
+    (camera,) = [x.producer_id for x in events.opened if x.source == "camera"]
+
+    a.extra_tracks["screen"] = ClipTrack(video_clip)
+    await client.publish_extra(CID, "Pa", "screen")
+    assert await b.wait_for(lambda: any(x.source == "screen" for x in events.opened), 10)
+    (screen,) = [x for x in events.opened if x.source == "screen"]
+    assert (screen.participant_id, screen.kind) == ("Pa", "video")
+    assert await b.wait_for(lambda: b.frames_of(screen.producer_id) > 20, 10)
+    assert b.frames_of(camera) > 20
+    with pytest.raises(MediaError) as exc:
+        await client.publish_extra(CID, "Pa", "screen")
+    assert exc.value.code == "unexpected"
+
+    # The camera off (its source), the screen goes on; then the screen paused alone.
+    await client.pause_producers(CID, "Pa", "video", True)
+    await asyncio.sleep(0.3)
+    cam, scr = b.frames_of(camera), b.frames_of(screen.producer_id)
+    await asyncio.sleep(1.0)
+    assert b.frames_of(camera) == cam and b.frames_of(screen.producer_id) > scr + 15
+    await client.pause_producers(CID, "Pa", "video", False)
+    await client.pause_producers(CID, "Pa", "video", True, "screen")
+    await asyncio.sleep(0.3)
+    cam, scr = b.frames_of(camera), b.frames_of(screen.producer_id)
+    await asyncio.sleep(1.0)
+    assert b.frames_of(screen.producer_id) == scr and b.frames_of(camera) > cam + 15
+    await client.pause_producers(CID, "Pa", "video", False, "screen")
+    assert await b.wait_for(lambda: b.frames_of(screen.producer_id) > scr + 10, 10)
+
+    # Past the limit of extra Producers: a typed error (the limit lowered to one here).
+    monkeypatch.setattr("media.session.MAX_EXTRA_PRODUCERS", 1)
+    with pytest.raises(MediaError) as exc:
+        await client.publish_extra(CID, "Pa", "camera2")
+    assert exc.value.code == "too_many_producers"
+    monkeypatch.undo()
+
+    # Stopped: closed by id, nothing more forwarded, the camera untouched.
+    lines = len(a.pc.getTransceivers())  # type: ignore[union-attr]
+    await client.unpublish_extra(CID, "Pa", "screen")
+    await client.unpublish_extra(CID, "Pa", "screen")  # idempotent
+    assert await b.wait_for(lambda: any(x.source == "screen" for x in events.closed), 5)
+    a.extra_tracks.pop("screen")
+    await asyncio.sleep(0.5)
+    scr, cam = b.frames_of(screen.producer_id), b.frames_of(camera)
+    await asyncio.sleep(1.0)
+    assert b.frames_of(screen.producer_id) == scr and b.frames_of(camera) > cam + 15
+
+    # A second camera next: a new Producer on the idle m-line, no new m-line.
+    a.extra_tracks["camera2"] = ClipTrack(video_clip)
+    await client.publish_extra(CID, "Pa", "camera2")
+    assert await b.wait_for(lambda: any(x.source == "camera2" for x in events.opened), 10)
+    (second,) = [x for x in events.opened if x.source == "camera2"]
+    assert second.producer_id != screen.producer_id
+    assert await b.wait_for(lambda: b.frames_of(second.producer_id) > 20, 10)
+    assert len(a.pc.getTransceivers()) == lines  # type: ignore[union-attr]
+    assert (await client.stats()).producers == 3
+    assert events.failed == []

@@ -46,6 +46,15 @@ def test_join_names_codecs_the_server_may_not_know() -> None:
         ('{"type": "candidate", "sdpMLineIndex": -1}', "malformed", "candidate"),
         ('{"type": "mute", "kind": "audio"}', "malformed", "mute"),
         ('{"type": "mute", "kind": "audio", "muted": "yes please"}', "malformed", "mute"),
+        (
+            '{"type": "mute", "kind": "video", "muted": true, "source": "camera"}',
+            "malformed",
+            "mute",
+        ),
+        ('{"type": "publish_extra"}', "malformed", "publish_extra"),
+        ('{"type": "publish_extra", "source": "camera"}', "malformed", "publish_extra"),
+        ('{"type": "publish_extra", "source": "screen", "x": 1}', "malformed", "publish_extra"),
+        ('{"type": "unpublish_extra", "source": "webcam3"}', "malformed", "unpublish_extra"),
     ],
 )
 def test_bad_messages_get_precise_codes(raw: str, code: str, ref: str | None) -> None:
@@ -83,3 +92,21 @@ def test_server_messages_round_trip() -> None:
     )
     assert p.parse_server(p.dump(offer)) == offer
     assert "null" not in p.dump(p.Error(code="malformed", message="m"))
+
+
+def test_extra_video_messages_carry_their_source() -> None:
+    message = p.parse_client('{"type": "publish_extra", "source": "screen"}')
+    assert isinstance(message, p.PublishExtra) and message.source == "screen"
+    mute = p.parse_client('{"type": "mute", "kind": "video", "muted": true, "source": "camera2"}')
+    assert isinstance(mute, p.Mute) and mute.source == "camera2"
+    published = p.parse_server(
+        p.dump(
+            p.TrackPublished(participantId="P1", producerId="P1-v3", kind="video", source="screen")
+        )
+    )
+    assert isinstance(published, p.TrackPublished) and published.source == "screen"
+    # A server message from before sources existed still reads as the camera.
+    old = p.parse_server(
+        '{"type": "track_published", "participantId": "P1", "producerId": "x", "kind": "video"}'
+    )
+    assert isinstance(old, p.TrackPublished) and old.source == "camera"

@@ -9,10 +9,11 @@
 // the TURN server (to check a site's relay; docs/architecture.md, Media).
 
 import { VideoModeUi } from "./bandwidth.js";
-import { Call } from "./call.js";
+import { Call, EXTRA_SOURCES } from "./call.js";
 import { ChatPanel } from "./chat.js";
 import { newRecordingState, RecordingUi } from "./recording.js";
 import { RecordingsPanel } from "./recordings.js";
+import { ScreenShare } from "./screenshare.js";
 import { Signaling, signalingUrl } from "./signaling.js";
 import { StallWatch } from "./stall.js";
 import {
@@ -68,7 +69,7 @@ const state = {
   kiosk: Boolean(boot.kiosk),
   videoUnavailable: false, // the server said this browser cannot use the room's video codec
 };
-/** id -> {id, name, role, audioMuted, videoMuted, producers: {audio?, video?}, self?} */
+/** id -> {id, name, role, audioMuted, videoMuted, producers: {audio?, video?, screen?, camera2?}, self?} */
 const participants = {};
 const hook = {
   pc: null,
@@ -136,6 +137,15 @@ const videoMode = new VideoModeUi({
   grid,
   pc: () => call?.pc ?? null,
 });
+const screenShare = new ScreenShare({
+  t,
+  send: (msg) => Boolean(sig?.send(msg)),
+  toasts,
+  grid,
+  nameOf: (id) => participants[id]?.name || t("role.unknown"),
+  mainCamera: () => local.video,
+});
+hook.screenShare = screenShare.state;
 hook.chat = chat;
 hook.viewer = viewer.state;
 hook.videoMode = videoMode;
@@ -275,11 +285,14 @@ async function onMessage(msg) {
       return onParticipantJoined(msg.participant);
     case "participant_left":
       return onParticipantLeft(msg.participantId);
+    // Keyed by source for extra video tracks, so a screen share leaves `video` (the camera).
     case "track_published":
-      return onTrack(msg.participantId, msg.kind, msg.producerId);
+      return onTrack(msg.participantId, extraSource(msg) ?? msg.kind, msg.producerId);
     case "track_unpublished":
-      return onTrack(msg.participantId, msg.kind, null);
+      return onTrack(msg.participantId, extraSource(msg) ?? msg.kind, null);
     case "mute_changed":
+      // An extra video track paused (msg.source) is not the camera: the tile stays as it is.
+      if (msg.source) return undefined;
       return onMuteChanged(msg.participantId, msg.kind, msg.muted);
     case "consent_request":
       return recordingUi.onConsentRequest(msg);
@@ -487,6 +500,8 @@ function onJoined(msg) {
   videoMode.rejoined();
   videoMode.render();
   videoMode.start();
+  screenShare.clear();
+  screenShare.joined(state.permissions);
   updateControls();
   updateWaiting();
   // A reconnect starts a new session: tell the others what we had muted.
@@ -529,12 +544,17 @@ function candidateMessage(c) {
 async function onOffer(msg) {
   if (!call) return;
   const s = sig;
-  const sdp = await call.handleOffer(msg, { audio: local.audio, video: local.video });
+  const sdp = await call.handleOffer(msg, {
+    audio: local.audio,
+    video: local.video,
+    ...screenShare.tracks(),
+  });
   s.send({ type: "answer", sdp });
   call.answerSent();
   state.offers = call.offers;
   state.slots = msg.tracks ?? [];
   syncRemoteMedia();
+  screenShare.sync(state.slots, call.extraTracks());
 }
 
 function syncRemoteMedia() {
@@ -579,6 +599,10 @@ function onTrack(id, kind, producerId) {
   else delete p.producers[kind];
 }
 
+function extraSource(msg) {
+  return EXTRA_SOURCES.includes(msg.source) ? msg.source : null;
+}
+
 function onMuteChanged(id, kind, muted) {
   const p = participants[id];
   if (!p) return;
@@ -597,6 +621,7 @@ function onError(msg) {
   lastError = msg;
   console.warn("teleconsult: server error", msg.code, msg.ref ?? "", msg.message ?? "");
   if (recordingUi.onError(msg)) return;
+  screenShare.onError(msg);
   toasts.show(errorText(msg), { kind: "error" });
 }
 
@@ -696,6 +721,8 @@ function setConnectionState(s) {
 
 function end(text) {
   state.phase = "ended";
+  // A nursing-home terminal's call page goes back to its home screen by itself.
+  if (params.get("terminal") === "1") setTimeout(() => window.location.assign("/terminal"), 8000);
   stopConnectionCheck();
   stopPing();
   stallWatch.stop();
@@ -704,6 +731,7 @@ function end(text) {
   sig?.close();
   teardownCall();
   stopLocalMedia();
+  screenShare.end();
   setBanner(null);
   for (const id of [...grid.tiles.keys()]) grid.remove(id);
   $("end-message").textContent = text;

@@ -1,6 +1,11 @@
 // One RTCPeerConnection per participant, for both directions; the server is the only
 // offerer. Each offer says, per m-line (mid), whether it carries our own track ("publish"),
 // someone else's ("consume") or nothing ("idle"). What we receive is labelled by mid only.
+// Each m-line has a source too: the camera and microphone, or an extra video track
+// ("screen", "camera2"; screenshare.js), which rides an m-line of its own.
+
+// Sources that are not a participant's main camera or microphone.
+export const EXTRA_SOURCES = ["screen", "camera2"];
 
 import { publishTemporalLayers } from "./layers.js";
 
@@ -57,7 +62,8 @@ export class Call {
    * Apply one server offer and return our answer's SDP.
    * @param {{sdp: string, tracks: Array<{mid: string, kind: string, role: string,
    *          participantId?: string, producerId?: string}>}} offer
-   * @param {{audio: MediaStreamTrack|null, video: MediaStreamTrack|null}} localTracks
+   * @param {{audio: MediaStreamTrack|null, video: MediaStreamTrack|null,
+   *          screen?: MediaStreamTrack|null, camera2?: MediaStreamTrack|null}} localTracks
    */
   async handleOffer(offer, localTracks) {
     const pc = this.pc;
@@ -70,13 +76,16 @@ export class Call {
       const tr = byMid.get(slot.mid);
       if (!tr || tr.currentDirection === "stopped" || tr.stopped) continue;
       if (slot.role === "publish") {
-        const track = localTracks[slot.kind] ?? null;
+        const extra = EXTRA_SOURCES.includes(slot.source);
+        const track = localTracks[extra ? slot.source : slot.kind] ?? null;
         if (tr.sender.track !== track) await tr.sender.replaceTrack(track);
         tr.direction = track ? "sendonly" : "inactive";
       } else if (slot.role === "consume") {
         tr.direction = "recvonly";
       } else {
         tr.direction = "inactive";
+        // An extra track that stopped: its m-line idles until the next one reuses it.
+        if (tr.sender.track) await tr.sender.replaceTrack(null);
       }
     }
     const answer = await pc.createAnswer();
@@ -108,10 +117,28 @@ export class Call {
     }
     for (const slot of this.slots.values()) {
       if (slot.role !== "consume" || !slot.participantId) continue;
+      if (EXTRA_SOURCES.includes(slot.source)) continue; // shown apart (extraTracks)
       const tr = byMid.get(slot.mid);
       if (!tr || !tr.receiver.track) continue;
       if (!result.has(slot.participantId)) result.set(slot.participantId, []);
       result.get(slot.participantId).push(tr.receiver.track);
+    }
+    return result;
+  }
+
+  /** The extra video tracks received: [{participantId, producerId, source, track}]. */
+  extraTracks() {
+    const byMid = new Map();
+    for (const tr of this.pc.getTransceivers()) {
+      if (tr.mid !== null) byMid.set(tr.mid, tr);
+    }
+    const result = [];
+    for (const slot of this.slots.values()) {
+      if (slot.role !== "consume" || !EXTRA_SOURCES.includes(slot.source)) continue;
+      const tr = byMid.get(slot.mid);
+      if (!tr || !tr.receiver.track) continue;
+      const { participantId, producerId, source } = slot;
+      result.push({ participantId, producerId, source, track: tr.receiver.track });
     }
     return result;
   }
