@@ -5,9 +5,9 @@
 // ("screen", "camera2"; screenshare.js), which rides an m-line of its own.
 
 // Sources that are not a participant's main camera or microphone.
-export const EXTRA_SOURCES = ["screen", "camera2"];
-
 import { publishTemporalLayers } from "./layers.js";
+
+export const EXTRA_SOURCES = ["screen", "camera2"];
 
 export class Call {
   /**
@@ -93,7 +93,8 @@ export class Call {
     for (const slot of offer.tracks ?? []) {
       const tr = byMid.get(slot.mid);
       if (slot.role === "publish" && slot.kind === "video" && tr?.sender.track) {
-        this.temporalLayers = await publishTemporalLayers(tr.sender);
+        const mode = await publishTemporalLayers(tr.sender);
+        if (!EXTRA_SOURCES.includes(slot.source)) this.temporalLayers = mode;
       }
     }
     this.slots = new Map((offer.tracks ?? []).map((s) => [s.mid, s]));
