@@ -4,9 +4,9 @@
 // Each m-line has a source too: the camera and microphone, or an extra video track
 // ("screen", "camera2"; screenshare.js), which rides an m-line of its own.
 
-// Sources that are not a participant's main camera or microphone.
 import { publishTemporalLayers } from "./layers.js";
 
+// Sources that are not a participant's main camera or microphone.
 export const EXTRA_SOURCES = ["screen", "camera2"];
 
 export class Call {
