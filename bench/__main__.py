@@ -1,7 +1,8 @@
 """The whole benchmark: ``python -m bench`` (what ``make bench`` runs, under tests/isolated.sh).
 
 Scenarios, each against a fresh server process, in one run so baselines share the machine's
-state: fan-out (forward, MediaRelay, Janus), many 1:1 calls, many 4-party calls, join bursts.
+state: fan-out (forward, MediaRelay, Janus), many 1:1 calls, many 4-party calls, join bursts,
+and a ward round with 1 → 100 observers.
 Writes bench/results/<date>.json and regenerates docs/benchmarks.md with its plots.
 ``--smoke`` runs every scenario tiny (seconds) and writes nothing into the repo.
 """
@@ -22,6 +23,8 @@ from bench import janus
 from bench.adaptation import adaptation, print_adaptation
 from bench.forwarding import DEFAULT_STEPS, fanout, parse_steps, print_fanout, ratios
 from bench.harness import REPO, clip_info, loopback_only, machine_info, write_json
+from bench.wardround import DEFAULT_STEPS as WARD_STEPS
+from bench.wardround import print_ward_round, ward_round
 from media.clips import opus_clip, vp8_clip
 
 log = logging.getLogger("bench")
@@ -106,6 +109,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 workdir=work,
                 quiet_wait_s=args.quiet_wait,
             )
+        if time.monotonic() < deadline:
+            data["ward_round"] = await ward_round(
+                clip,
+                audio,
+                steps=args.ward_steps,
+                window_s=args.window,
+                settle_s=args.settle,
+                workdir=work,
+                quiet_wait_s=args.quiet_wait,
+                deadline=deadline,
+            )
     data["elapsed_s"] = round(time.monotonic() - started, 1)
     return data
 
@@ -128,6 +142,9 @@ def main() -> None:
     parser.add_argument("--baseline-max", type=int, default=8, help="largest N for the relay")
     parser.add_argument("--calls", type=_calls, default=[(8, 2), (3, 4)], help="ROOMSxSIZE,...")
     parser.add_argument("--bursts", type=lambda s: [int(x) for x in s.split(",")], default=[10, 20])
+    parser.add_argument(
+        "--ward-steps", type=parse_steps, default=WARD_STEPS, help="observers in a ward round"
+    )
     parser.add_argument("--window", type=float, default=10.0)
     parser.add_argument(
         "--adaptation", type=int, default=1, help="run the constrained-subscriber scenario (0: no)"
@@ -149,6 +166,7 @@ def main() -> None:
         args.modes = ["forward", "relay", "janus"]
     if args.smoke:
         args.steps, args.baseline_max, args.calls, args.bursts = (1, 2), 1, [(1, 2)], [3]
+        args.ward_steps = (1, 2)
         args.window, args.settle, args.time_limit, args.quiet_wait = 1.5, 0.5, 120.0, 0.0
         args.modes = [m for m in args.modes if m != "janus"]
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
@@ -164,6 +182,8 @@ def main() -> None:
             f"RSS/participant {call.get('rss_per_participant_mb')} MB, "
             f"bots {call.get('bots_cpu_pct')}% {call.get('error', '')}"
         )
+    if "ward_round" in data:
+        print_ward_round(data["ward_round"])
     for burst in data["join_bursts"]:
         print(
             f"join burst {burst['burst']}: {burst.get('ok')} ok, "

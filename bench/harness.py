@@ -135,11 +135,18 @@ class ServerProcess:
     def threads(self) -> int:
         return thread_count(self.pid)
 
-    def token(self, consultation_id: str, role: Role, name: str = "Bench Bot") -> str:
+    def token(
+        self,
+        consultation_id: str,
+        role: Role,
+        name: str = "Bench Bot",
+        *,
+        kind: ConsultationKind = ConsultationKind.joint,
+    ) -> str:
         return mint(
             self.secret,
             consultation_id=consultation_id,
-            kind=ConsultationKind.joint,
+            kind=kind,
             identity="bench-" + secrets.token_hex(6),
             name=name,
             role=role,

@@ -213,7 +213,7 @@ def markdown(data: dict[str, Any], json_path: Path, images: list[str]) -> str:
         "(bots share one clock; forwarded frames are matched by their bytes), so it includes "
         "the bots' own packetizing, SRTP and reassembly.",
         "",
-        "## Where we stand against the bar (issue 3)",
+        "## Where we stand against the bar",
         "",
         "| criterion | measured | verdict |",
         "|---|---|---|",
@@ -306,6 +306,8 @@ def markdown(data: dict[str, Any], json_path: Path, images: list[str]) -> str:
             )
     if data.get("adaptation"):
         lines += adaptation_markdown(data["adaptation"])
+    if data.get("ward_round"):
+        lines += ward_round_section(data["ward_round"], data)
     analysis = REPO / "bench" / "analysis.md"
     if analysis.exists():
         lines += ["", analysis.read_text().rstrip()]
@@ -346,6 +348,46 @@ def adaptation_markdown(data: dict[str, Any]) -> list[str]:
             f"{_f(run['server_cpu_pct'], 2)} | {run['publisher_keyframes']} "
             f"({run['publisher_keyframe_requests']}) | ≥ {fps}, ≥ {kbps} | {weak_text} |"
         )
+    return lines
+
+
+def ward_round_section(result: dict[str, Any], data: dict[str, Any]) -> list[str]:
+    """A ward round with observers at scale (bench/wardround.py)."""
+    join = result.get("join", {})
+    lines = [
+        "",
+        "## A ward round with observers at scale",
+        "",
+        f"Run of {data['date']}: `tests/isolated.sh .venv/bin/{data.get('command')}`. "
+        "One bedside publisher (the nurse's cart: video and Opus audio) and the attending "
+        "(audio) in a `ward_round` consultation on one Worker, then observers (students) "
+        "joining up to N, each receiving the bedside's video and both voices. The observers "
+        f"run in {result.get('procs', '?')} child processes of the bench (a hundred receiving "
+        "bots need more than one Python core); bots' CPU is this process and the children "
+        "together. Delivered % is the bedside's video frames sent in the window that reached "
+        "every observer, matched by their bytes.",
+        "",
+        "| observers | alive | server CPU % | CPU % per observer | delivered % | latency p50 / "
+        "p95 / p99 ms | audio frames per observer per s | server RSS MB | bots' CPU % | "
+        "other processes' CPU % | UDP drops |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result.get("rows", []):
+        lat = r.get("latency") or {}
+        lines.append(
+            f"| {r['observers']} | {r['observers_alive']} | {_f(r['server_cpu_pct'])} | "
+            f"{_f(r['server_cpu_pct_per_observer'], 2)} | {_f(r['delivered_pct'])} | "
+            f"{_f(lat.get('p50_ms'))} / {_f(lat.get('p95_ms'))} / {_f(lat.get('p99_ms'))} | "
+            f"{_f(r['audio_frames_per_observer_per_s'])} | {_f(r['server_rss_mb'], 0)} | "
+            f"{_f(r['bots_cpu_pct'], 0)} | {_f(r.get('others_cpu_pct'), 0)} | {_drops(r)} |"
+        )
+    lines += [
+        "",
+        f"Join → first video frame: p50 {_f(join.get('p50_ms'), 0)} ms, p95 "
+        f"{_f(join.get('p95_ms'), 0)} ms, max {_f(join.get('max_ms'), 0)} ms "
+        f"({join.get('count')} joined, {join.get('failed')} failed)."
+        + (f" Error: {result['error']}" if result.get("error") else ""),
+    ]
     return lines
 
 

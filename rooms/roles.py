@@ -33,6 +33,9 @@ class Permission(StrEnum):
     # have it: the photo of their own wound or rash is the commonest image in a
     # teleconsultation, and they are let in by the host, who can remove them.
     share_images = "share_images"
+    # Running a ward round: giving and taking the floor, muting all but oneself, moving
+    # through the agenda of beds. The attending (the doctor) has it.
+    floor = "floor"
     # Publishing the screen (getDisplayMedia) as an extra video track, shown large to
     # everyone. Not patients: a screen shows whatever else is open on it, and a patient's
     # share would take over every page; they show a wound with a second camera instead

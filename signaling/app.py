@@ -27,6 +27,7 @@ from rooms.store import RoomStore
 from signaling.audit.log import AuditLog
 from signaling.config import ServerConfig
 from signaling.console import terminals as console_terminals
+from signaling.console import ward_api
 from signaling.console.cipher import KeystoreCipher
 from signaling.console.clinic import CLINIC
 from signaling.console.frontdesk import setup_frontdesk
@@ -164,9 +165,10 @@ def create_app(config: ServerConfig, *, store: RoomStore | None = None) -> web.A
     console_terminals.setup(app)
     # Chat and shared images: kept with the consultation's record, sealed with its key; the
     # front desk's file workers do their CPU and disk work.
-    rooms.use_sharing(
-        Sharing.build(database, KeystoreCipher(recording_store.keystore), app[CLINIC].files)
-    )
+    sharing = Sharing.build(database, KeystoreCipher(recording_store.keystore), app[CLINIC].files)
+    rooms.use_sharing(sharing)
+    # A ward round's agenda (its routes are the front desk API's): live Rooms told of changes.
+    ward_api.setup(app, rooms)
     sharing_api.setup(app, rooms, config.secret)
     app.on_startup.append(_open_records)
     if config.webhooks.endpoints:

@@ -228,6 +228,93 @@ class VideoPolicy(_Message):
     mode: VideoMode
 
 
+class RaiseHand(_Message):
+    """Ward round: ask the attending for the floor (needs ``publish``)."""
+
+    type: Literal["raise_hand"]
+
+
+class LowerHand(_Message):
+    type: Literal["lower_hand"]
+
+
+class GiveFloor(_Message):
+    """Ward round (needs ``floor``): this participant's audio is forwarded again; whoever
+    held the floor before is paused."""
+
+    type: Literal["give_floor"]
+    participantId: ParticipantId
+
+
+class TakeFloor(_Message):
+    """Ward round (needs ``floor``): this participant's audio is paused by the server."""
+
+    type: Literal["take_floor"]
+    participantId: ParticipantId
+
+
+class MuteAllButMe(_Message):
+    """Ward round (needs ``floor``): every other publisher's audio is paused."""
+
+    type: Literal["mute_all_but_me"]
+
+
+class SetBedside(_Message):
+    """Ward round (needs ``floor``): whose video is the bedside's, shown large to everyone
+    (absent: the server's choice, the first nurse, else the first doctor)."""
+
+    type: Literal["set_bedside"]
+    participantId: ParticipantId | None = None
+
+
+Step = Annotated[int, Field(ge=-5, le=5)]
+
+
+class CameraCaps(_Message):
+    """Ward round, from the bedside page: which of its camera's pan, tilt and zoom it can
+    move (``MediaStreamTrack.getCapabilities()``); sent after joining and on a camera
+    switch. Nobody may ask for a move it does not have."""
+
+    type: Literal["camera_caps"]
+    pan: bool = False
+    tilt: bool = False
+    zoom: bool = False
+
+
+class CameraControl(_Message):
+    """Ward round: move the bedside camera, in steps (-5 to 5) along each axis given. Only
+    from whoever has the floor or the attending (``floor``); the bedside page may refuse."""
+
+    type: Literal["camera_control"]
+    participantId: ParticipantId
+    pan: Step | None = None
+    tilt: Step | None = None
+    zoom: Step | None = None
+
+
+class CameraResult(_Message):
+    """The bedside page's answer to a ``camera_request``: applied, or why not."""
+
+    type: Literal["camera_result"]
+    requestId: Annotated[str, Field(pattern=r"^cam_[0-9a-f]{8,32}$")]
+    applied: bool
+    reason: Literal["refused", "unsupported", "failed"] | None = None
+
+
+class AgendaNext(_Message):
+    """Ward round (needs ``floor``): on to the next bed of the agenda (from the last: the
+    round is done)."""
+
+    type: Literal["agenda_next"]
+
+
+class AgendaGoto(_Message):
+    """Ward round (needs ``floor``): to this bed of the agenda."""
+
+    type: Literal["agenda_goto"]
+    bedId: Annotated[str, Field(pattern=r"^bed_[0-9a-f]{16}$")]
+
+
 ClientMessage = Annotated[
     Join
     | Answer
@@ -248,6 +335,17 @@ ClientMessage = Annotated[
     | Unshare
     | Pointer
     | VideoPolicy
+    | RaiseHand
+    | LowerHand
+    | GiveFloor
+    | TakeFloor
+    | MuteAllButMe
+    | SetBedside
+    | CameraCaps
+    | CameraControl
+    | CameraResult
+    | AgendaNext
+    | AgendaGoto
     | PublishExtra
     | UnpublishExtra,
     Field(discriminator="type"),
@@ -522,6 +620,63 @@ class VideoRate(_Message):
     mode: VideoRateMode
 
 
+class FloorState(_Message):
+    """Ward round, to everyone on every change and on joining: who has the floor (their
+    audio is forwarded; absent: nobody of those held) and the raised hands, oldest first."""
+
+    type: Literal["floor"] = "floor"
+    holder: str | None = None
+    hands: list[str] = Field(default_factory=list)
+    # Whose audio is held by the floor (they cannot unmute themselves).
+    held: list[str] = Field(default_factory=list)
+    # The bedside device (pages show its video large): marked by the attending, else the
+    # first nurse, else the first doctor.
+    bedside: str | None = None
+
+
+class BedInfo(_Message):
+    """A bed of the agenda. ``patientRef`` and ``note`` only to the clinicians (doctor,
+    nurse, expert); observers and patients see the label."""
+
+    id: str
+    label: str
+    patientRef: str | None = None
+    note: str | None = None
+
+
+class CameraRequest(_Message):
+    """To the bedside: someone asks to move its camera. Answer with ``camera_result``."""
+
+    type: Literal["camera_request"] = "camera_request"
+    requestId: str
+    participantId: str  # who asks
+    pan: int | None = None
+    tilt: int | None = None
+    zoom: int | None = None
+
+
+class CameraAnswer(_Message):
+    """To whoever asked: what the bedside did with their ``camera_control``."""
+
+    type: Literal["camera_result"] = "camera_result"
+    requestId: str
+    participantId: str  # the bedside
+    applied: bool
+    reason: str | None = None
+
+
+class AgendaState(_Message):
+    """Ward round, to everyone on every change, on joining and on resuming: the current bed
+    (absent: not started, or done), the next one, the current bed's place (1-based)."""
+
+    type: Literal["agenda"] = "agenda"
+    current: BedInfo | None = None
+    next: BedInfo | None = None
+    position: int | None = None
+    total: int = 0
+    done: bool = False
+
+
 ErrorCode = Literal[
     "malformed",  # not JSON, not an object, or fails validation
     "unknown_type",
@@ -547,6 +702,8 @@ ErrorCode = Literal[
     # Not a refusal: the participant goes on with audio only (its client cannot use the
     # consultation's video codec, or its answer rejected a video m-line).
     "video_unavailable",
+    # A camera-control command to a device that cannot move that way: nothing applied.
+    "camera_unsupported",
     # publish_extra past the limit of extra video tracks (two at once).
     "too_many_producers",
     "internal",
@@ -586,6 +743,10 @@ ServerMessage = Annotated[
     | PointerMoved
     | VideoPolicyState
     | VideoRate
+    | FloorState
+    | AgendaState
+    | CameraRequest
+    | CameraAnswer
     | Error,
     Field(discriminator="type"),
 ]
@@ -612,6 +773,17 @@ CLIENT_TYPES = frozenset(
         "unshare",
         "pointer",
         "video_policy",
+        "raise_hand",
+        "lower_hand",
+        "give_floor",
+        "take_floor",
+        "mute_all_but_me",
+        "set_bedside",
+        "camera_caps",
+        "camera_control",
+        "camera_result",
+        "agenda_next",
+        "agenda_goto",
         "publish_extra",
         "unpublish_extra",
     ]

@@ -1,6 +1,6 @@
 """The clinical repositories over one records database and one ClinicalCipher, built the same
 way by the server and the command line: consultations, requests, invitations, attachments,
-opinions, and the call quality kept with a consultation."""
+opinions, the call quality kept with a consultation, and a ward round's agenda of beds."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from rooms.records.invitations import Invitations
 from rooms.records.opinions import Opinions
 from rooms.records.quality import CallQuality
 from rooms.records.requests import Requests
+from rooms.records.ward import WardBeds
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,7 @@ class Clinic:
     attachments: Attachments
     opinions: Opinions
     quality: CallQuality
+    ward: WardBeds
 
     @classmethod
     def build(cls, database: Database, desk: FrontDesk, cipher: ClinicalCipher) -> Clinic:
@@ -36,4 +38,5 @@ class Clinic:
             attachments=Attachments(database, consultations, cipher),
             opinions=Opinions(database, consultations, desk.staff, cipher),
             quality=CallQuality(database),
+            ward=WardBeds(database, cipher),
         )

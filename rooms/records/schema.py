@@ -417,6 +417,22 @@ shared_images = Table(
     Index("ix_shared_images_consultation_id", "consultation_id"),
 )
 
+# A ward round's agenda of beds, in order. ``body_sealed`` holds the bed label, the opaque
+# patient reference and the short note as JSON, sealed with the consultation's data key;
+# ``summary_sealed`` the round's summary of the bed (who had the floor, who spoke, notes),
+# filed when the round moves on or ends.
+ward_beds = Table(
+    "ward_beds",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("consultation_id", String(64), ForeignKey("consultations.id"), nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("body_sealed", LargeBinary(), nullable=False),
+    Column("summary_sealed", LargeBinary(), nullable=True),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Index("ix_ward_beds_consultation_id", "consultation_id", "position"),
+)
+
 # --- nursing-home terminals (rooms/records/terminals.py) ---
 # A terminal is a browser on a tablet or TV box registered to a nursing-home site. Its
 # device credential is random and long: only its SHA-256 is kept (NULL until the terminal

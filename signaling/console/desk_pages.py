@@ -314,6 +314,18 @@ async def _consultation_context(p: Page, consultation_id: str) -> dict[str, Any]
             and actor.site_id == c.expert_site_id
         )
         context["may_answer"] = request.status.value == "proposed" and care
+    if c.kind is ConsultationKind.ward_round:
+        # The round's agenda, and each bed's summary once the round has been there.
+        context["beds"] = [
+            {
+                "id": b.id,
+                "label": b.label,
+                "patient_ref": b.patient_ref,
+                "note": b.note,
+                "summary": b.summary,
+            }
+            for b in await clinic.ward.beds(c.id)
+        ]
     context["members"] = [
         {
             "name": await names.staff(m.staff_id),

@@ -35,9 +35,12 @@ from rooms.store import RoomStore
 from signaling import events as ev
 from signaling import protocol as p
 from signaling.audit.log import AuditLog
+from signaling.room.agenda import Agenda
+from signaling.room.camera import FarCamera
 from signaling.room.chat import RoomChat
 from signaling.room.consent import RecordingConsent
 from signaling.room.extra_video import ExtraVideo
+from signaling.room.floor import Floor, holds
 from signaling.room.incoming_video import IncomingVideo
 from signaling.room.limits import TokenBucket
 from signaling.room.members import (
@@ -115,6 +118,9 @@ class Room:
         self.chat = RoomChat(self, keeping)
         self.images = RoomImages(self, keeping)
         self.incoming_video = IncomingVideo(self)
+        self.floor = Floor(self)
+        self.agenda = Agenda(self, keeping)
+        self.camera = FarCamera(self)
         self.extra_video = ExtraVideo(self)
 
     def __repr__(self) -> str:
@@ -172,6 +178,8 @@ class Room:
             name=grant.name,
             role=grant.role,
             joined_at=now,
+            # A remote expert in a ward round starts held (floor.py): shown muted at once.
+            audio_muted=holds(grant),
         )
         member = Member(
             participant,
@@ -314,6 +322,8 @@ class Room:
             # closed nothing, so close what just opened.
             await self.worker.close_session(self.consultation_id, participant.id)
             return
+        await self.floor.joined(member)
+        await self.agenda.joined(member)
         self.images.joined(member)
         await self.chat.joined(member)
 
@@ -338,6 +348,8 @@ class Room:
         self.broadcast(p.ParticipantLeft(participantId=participant_id))
         self.images.left(participant_id)
         self.incoming_video.left(participant_id)
+        self.floor.left(participant_id)
+        self.camera.left(participant_id)
         self.extra_video.left(participant_id)
         if self.recording is not None:
             if self.members:
@@ -351,6 +363,8 @@ class Room:
             )
         )
         if not self.members:
+            # The round is over here: the bed it was at gets its summary.
+            self.agenda.file_visit()
             self.events.publish(
                 ev.ConsultationEnded(
                     consultation=self.consultation_id,
@@ -408,6 +422,8 @@ class Room:
         link.post(p.Resumed())
         for message in previous.messages if isinstance(previous, HeldLink) else ():
             link.post(message)
+        self.floor.resumed(member)
+        self.agenda.resumed(member)
         self.audit.record("resumed", consultation=self.consultation_id, participant=member.id)
         log.info("participant %s: session resumed", member.id)
         return member
@@ -499,6 +515,26 @@ class Room:
             self.images.move_pointer(member, message)
         elif isinstance(message, p.VideoPolicy):
             await self.incoming_video.set(member, message.mode)
+        elif isinstance(message, p.RaiseHand | p.LowerHand):
+            await self.floor.raise_hand(member, isinstance(message, p.RaiseHand))
+        elif isinstance(message, p.GiveFloor):
+            await self.floor.give(member, message.participantId)
+        elif isinstance(message, p.TakeFloor):
+            await self.floor.take(member, message.participantId)
+        elif isinstance(message, p.MuteAllButMe):
+            await self.floor.mute_all_but(member)
+        elif isinstance(message, p.SetBedside):
+            self.floor.mark_bedside(member, message.participantId)
+        elif isinstance(message, p.CameraCaps):
+            self.camera.announce_caps(member, message)
+        elif isinstance(message, p.CameraControl):
+            self.camera.control(member, message)
+        elif isinstance(message, p.CameraResult):
+            self.camera.answer(member, message)
+        elif isinstance(message, p.AgendaNext):
+            await self.agenda.move(member, None)
+        elif isinstance(message, p.AgendaGoto):
+            await self.agenda.move(member, message.bedId)
         elif isinstance(message, p.End):
             if not can(role, Permission.end_consultation):
                 raise p.ProtocolError("forbidden", f"role {role} may not end it", "end")
@@ -565,11 +601,16 @@ class Room:
     ) -> None:
         if not can(member.grant.role, Permission.publish):
             raise p.ProtocolError("forbidden", "nothing to mute: this role cannot publish", "mute")
+        if kind == "audio" and not muted and not self.floor.may_unmute(member):
+            # A ward round's remote voice is heard only with the floor (floor.py).
+            raise p.ProtocolError("forbidden", "ask for the floor: raise your hand", "mute")
         # Enforced by the Worker, not only reported: a client that keeps sending after
         # saying "muted" (or a modified page) reaches nobody.
         await self.worker.pause_producers(self.consultation_id, member.id, kind, muted, source)
         if source is None:
             await self.store.set_muted(self.consultation_id, member.id, kind, muted)
+        if kind == "audio" and not muted:
+            self.agenda.heard(member)
         self.broadcast(
             p.MuteChanged(participantId=member.id, kind=kind, muted=muted, source=source),
             exclude=member.id,

@@ -22,6 +22,7 @@ from rooms.records.chat import ChatMessages, ChatRow
 from rooms.records.clinical import ClinicalCipher, Shredded, Unreadable
 from rooms.records.database import Database
 from rooms.records.shared_images import Rendition, SharedImageRow, SharedImages, new_image_id
+from rooms.records.ward import WardBeds
 from signaling.console.attachments import AttachmentFiles, UploadRefused
 from signaling.sharing.images import PreparedImage, prepare
 
@@ -151,16 +152,23 @@ def _file(image_id: str, preset: str) -> str:
 
 @dataclass
 class Sharing:
-    """What Rooms need to keep chat and images: the records, and the node's file workers
-    (the front desk's, so uploads of both kinds share its two threads)."""
+    """What Rooms need to keep chat, images and a ward round's agenda: the records, and
+    the node's file workers (the front desk's, so uploads of both kinds share its two
+    threads)."""
 
     chat: ChatMessages
     images: SharedImages
     files: AttachmentFiles = field(repr=False)
+    ward: WardBeds | None = None
 
     @classmethod
     def build(cls, database: Database, cipher: ClinicalCipher, files: AttachmentFiles) -> Sharing:
-        return cls(ChatMessages(database, cipher), SharedImages(database, cipher), files)
+        return cls(
+            ChatMessages(database, cipher),
+            SharedImages(database, cipher),
+            files,
+            WardBeds(database, cipher),
+        )
 
     async def has_record(self, consultation_id: str) -> bool:
         try:

@@ -45,7 +45,20 @@ from tests.fuzz.strategies import MAX_FRAME_BYTES, Context, Frame, State, Wire, 
 log = logging.getLogger(__name__)
 
 # Messages with limits of their own, below the socket's: their rate_limited is no finding.
-_OWN_LIMITS = frozenset({"consent", "media_restart", "chat", "video_policy"})
+_OWN_LIMITS = frozenset(
+    {
+        "consent",
+        "media_restart",
+        "chat",
+        "video_policy",
+        # A ward round's hands, agenda moves and camera moves.
+        "raise_hand",
+        "lower_hand",
+        "agenda_next",
+        "agenda_goto",
+        "camera_control",
+    }
+)
 
 # The lanes' own pace, under the server's budgets (limits.py) with room to spare: the
 # server must never need to refuse a lane, so a rate_limited reply is a finding.

@@ -544,6 +544,56 @@ def video_policy() -> st.SearchStrategy[Frame]:
     return message("video_policy", {"mode": either(modes, hostile_text(16))})
 
 
+def give_floor() -> st.SearchStrategy[Frame]:
+    return message("give_floor", {"participantId": either(_participant_ids(), hostile_text(64))})
+
+
+def take_floor() -> st.SearchStrategy[Frame]:
+    return message("take_floor", {"participantId": either(_participant_ids(), hostile_text(64))})
+
+
+def set_bedside() -> st.SearchStrategy[Frame]:
+    return message(
+        "set_bedside", {"participantId": either(st.none() | _participant_ids(), hostile_text(64))}
+    )
+
+
+def camera_caps() -> st.SearchStrategy[Frame]:
+    flag = either(st.booleans(), json_values)
+    return message("camera_caps", {"pan": flag, "tilt": flag, "zoom": flag})
+
+
+def camera_control() -> st.SearchStrategy[Frame]:
+    step = either(st.none() | st.integers(-5, 5), hostile_number())
+    return message(
+        "camera_control",
+        {
+            "participantId": either(_participant_ids(), hostile_text(64)),
+            "pan": step,
+            "tilt": step,
+            "zoom": step,
+        },
+    )
+
+
+def camera_result() -> st.SearchStrategy[Frame]:
+    ids = st.text("0123456789abcdef", min_size=16, max_size=16).map(lambda s: "cam_" + s)
+    reasons = st.none() | st.sampled_from(["refused", "unsupported", "failed"])
+    return message(
+        "camera_result",
+        {
+            "requestId": either(ids, hostile_text(64)),
+            "applied": either(st.booleans(), json_values),
+            "reason": either(reasons, hostile_text(16)),
+        },
+    )
+
+
+def agenda_goto() -> st.SearchStrategy[Frame]:
+    ids = st.text("0123456789abcdef", min_size=16, max_size=16).map(lambda s: "bed_" + s)
+    return message("agenda_goto", {"bedId": either(ids, hostile_text(64))})
+
+
 def _sources() -> st.SearchStrategy[Any]:
     return either(st.sampled_from(["screen", "camera2"]), hostile_text(16))
 
@@ -580,6 +630,17 @@ MESSAGE_TYPES: dict[str, Callable[[], st.SearchStrategy[Frame]]] = {
     "unshare": lambda: bare("unshare"),
     "pointer": pointer,
     "video_policy": video_policy,
+    "raise_hand": lambda: bare("raise_hand"),
+    "lower_hand": lambda: bare("lower_hand"),
+    "give_floor": give_floor,
+    "take_floor": take_floor,
+    "mute_all_but_me": lambda: bare("mute_all_but_me"),
+    "set_bedside": set_bedside,
+    "camera_caps": camera_caps,
+    "camera_control": camera_control,
+    "camera_result": camera_result,
+    "agenda_next": lambda: bare("agenda_next"),
+    "agenda_goto": agenda_goto,
     "publish_extra": publish_extra,
     "unpublish_extra": unpublish_extra,
 }

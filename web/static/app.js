@@ -28,6 +28,7 @@ import {
 } from "./ui.js";
 import { ImageViewer } from "./viewer.js";
 import { VideoRateUi } from "./video-rate.js";
+import { WardRound } from "./wardround.js";
 
 const boot = JSON.parse($("boot").textContent);
 const t = makeTranslator(boot.messages);
@@ -137,6 +138,17 @@ const videoMode = new VideoModeUi({
   grid,
   pc: () => call?.pc ?? null,
 });
+const ward = new WardRound({
+  t,
+  send: (msg) => Boolean(sig?.send(msg)),
+  self: () => state.self,
+  participants,
+  grid,
+  toasts,
+  permissions: () => state.permissions,
+  localVideo: () => local.video,
+});
+hook.ward = ward.state;
 const screenShare = new ScreenShare({
   t,
   send: (msg) => Boolean(sig?.send(msg)),
@@ -173,6 +185,9 @@ async function acquireMedia() {
     return;
   }
   const video = { width: { ideal: 640 }, height: { ideal: 480 }, frameRate: { ideal: 30, max: 30 } };
+  // A ward round's bedside camera may be moved from afar (wardround.js): ask for its
+  // pan/tilt/zoom where it has them (ignored where not).
+  if (boot.kind === "ward_round") Object.assign(video, { pan: true, tilt: true, zoom: true });
   const attempts = [
     [{ audio: true, video }, "ok", "media.ready"],
     [{ audio: true }, "no_camera", "media.no_camera"],
@@ -326,6 +341,14 @@ async function onMessage(msg) {
       return videoMode.onPolicy(msg);
     case "video_rate":
       return videoRate.onRate(msg);
+    case "floor":
+      return ward.onFloor(msg);
+    case "agenda":
+      return ward.onAgenda(msg);
+    case "camera_request":
+      return ward.onCameraRequest(msg);
+    case "camera_result":
+      return ward.onCameraResult(msg);
     default:
       console.warn("teleconsult: unknown message type", msg.type);
       return undefined;
@@ -500,6 +523,7 @@ function onJoined(msg) {
   videoMode.rejoined();
   videoMode.render();
   videoMode.start();
+  ward.joined();
   screenShare.clear();
   screenShare.joined(state.permissions);
   updateControls();
