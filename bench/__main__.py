@@ -20,6 +20,7 @@ from typing import Any
 
 from bench import calls as calls_mod
 from bench import janus
+from bench.adaptation import adaptation, print_adaptation
 from bench.forwarding import DEFAULT_STEPS, fanout, parse_steps, print_fanout, ratios
 from bench.harness import REPO, clip_info, loopback_only, machine_info, write_json
 from bench.wardround import DEFAULT_STEPS as WARD_STEPS
@@ -97,6 +98,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             if time.monotonic() > deadline:
                 break
             data["join_bursts"].append(await calls_mod.join_burst(clip, burst=burst, workdir=work))
+        if args.adaptation and time.monotonic() < deadline:
+            data["adaptation"] = await adaptation(
+                clip,
+                audio,
+                healthy=args.adaptation_healthy,
+                window_s=args.window if not args.smoke else 2.0,
+                settle_s=args.settle,
+                adapt_s=10.0 if not args.smoke else 1.0,
+                workdir=work,
+                quiet_wait_s=args.quiet_wait,
+            )
         if time.monotonic() < deadline:
             data["ward_round"] = await ward_round(
                 clip,
@@ -134,6 +146,10 @@ def main() -> None:
         "--ward-steps", type=parse_steps, default=WARD_STEPS, help="observers in a ward round"
     )
     parser.add_argument("--window", type=float, default=10.0)
+    parser.add_argument(
+        "--adaptation", type=int, default=1, help="run the constrained-subscriber scenario (0: no)"
+    )
+    parser.add_argument("--adaptation-healthy", type=int, default=4)
     parser.add_argument("--settle", type=float, default=2.0)
     parser.add_argument(
         "--quiet-wait",
@@ -156,6 +172,8 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     data = asyncio.run(run(args))
     print_fanout(data["fanout"])
+    if data.get("adaptation"):
+        print_adaptation(data["adaptation"])
     for call in data["calls"]:
         print(
             f"calls {call['rooms']}x{call['size']}: cpu {call.get('server_cpu_pct')}% for "

@@ -37,6 +37,8 @@ class RelayProducer:
         self.track = track
         self.closed = False
         self.paused = False  # the Worker's stats count paused Producers; the baseline has none
+        # What the Worker reports of every Producer (the baseline publishes the main ones only).
+        self.source = "camera" if kind == "video" else "microphone"
         # MediaRelay reads its source only while someone listens; until the first subscriber
         # the decoded frames would pile up in the track's unbounded queue. A sink keeps the
         # relay reading (the decoder runs regardless: that is the point of this baseline).

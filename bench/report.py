@@ -304,12 +304,51 @@ def markdown(data: dict[str, Any], json_path: Path, images: list[str]) -> str:
                 f"{_f(b.get('joins_per_s'))} | {_f(join.get('p50_ms'), 0)} / "
                 f"{_f(join.get('p95_ms'), 0)} |"
             )
+    if data.get("adaptation"):
+        lines += adaptation_markdown(data["adaptation"])
     if data.get("ward_round"):
         lines += ward_round_section(data["ward_round"], data)
     analysis = REPO / "bench" / "analysis.md"
     if analysis.exists():
         lines += ["", analysis.read_text().rstrip()]
     return "\n".join(lines) + "\n"
+
+
+def adaptation_markdown(data: dict[str, Any]) -> list[str]:
+    lines = [
+        "",
+        "## A constrained subscriber",
+        "",
+        "One publisher (640x480 VP8 clip, no temporal layers) and clean subscribers; in the "
+        "second run one more subscriber loses a share of its incoming RTP (its bot drops it "
+        "before aiortc: NACKs, receiver reports and PLIs follow). Each run in a fresh "
+        "server process of this bench run; after the weak one's estimate settled, one steady "
+        "window. Per subscriber: video frames and bitrate delivered, audio packets.",
+        "",
+        "| run | server CPU % | publisher keyframes (asked) | clean subscribers: fps, kbps "
+        "| weak subscriber: fps, kbps, audio/s |",
+        "|---|---|---|---|---|",
+    ]
+    for name, label in (("clean", "clean only"), ("with_weak", "one weak")):
+        run = data.get(name) or {}
+        if "error" in run or not run:
+            lines.append(f"| {label} | {run.get('error', '–')} | | | |")
+            continue
+        clean = [s for s in run["subscribers"] if not s["weak"]]
+        weak = [s for s in run["subscribers"] if s["weak"]]
+        fps = min((s["video_fps"] for s in clean), default=None)
+        kbps = min((s["video_kbps"] for s in clean), default=None)
+        weak_text = (
+            f"{weak[0]['video_fps']}, {weak[0]['video_kbps']}, {weak[0]['audio_fps']}"
+            if weak
+            else "–"
+        )
+        lines.append(
+            f"| {label} ({len(clean)} clean, loss {run.get('weak_loss') or 0}) | "
+            f"{_f(run['server_cpu_pct'], 2)} | {run['publisher_keyframes']} "
+            f"({run['publisher_keyframe_requests']}) | ≥ {fps}, ≥ {kbps} | {weak_text} |"
+        )
+    return lines
 
 
 def ward_round_section(result: dict[str, Any], data: dict[str, Any]) -> list[str]:

@@ -27,8 +27,19 @@ from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.rtp import RtpPacket
 from aiortc.utils import uint16_add, uint16_gt
 
+from media.vp8 import FrameLayer
+
 # How long frames may wait behind a lost packet for its retransmission: a few round trips.
 HOLE_TIMEOUT_S = 0.5
+
+
+class LayeredFrame(JitterFrame):
+    """A reassembled frame and its temporal layer as the publisher tagged it (None: the
+    publisher sends no layers), read off its first packet before the descriptor is gone."""
+
+    def __init__(self, data: bytes, timestamp: int, layer: FrameLayer | None) -> None:
+        super().__init__(data, timestamp)
+        self.layer = layer
 
 
 class VideoFrameAssembler(JitterBuffer):
@@ -39,9 +50,11 @@ class VideoFrameAssembler(JitterBuffer):
         *,
         hole_timeout_s: float = HOLE_TIMEOUT_S,
         clock: Callable[[], float] = time.monotonic,
+        layer_of: Callable[[bytes], FrameLayer | None] | None = None,
     ) -> None:
         super().__init__(capacity=capacity, is_video=True)
         self._starts_frame = starts_frame
+        self._layer_of = layer_of
         self.discontinuity = False
         self._hole_timeout = hole_timeout_s
         self._clock = clock
@@ -106,7 +119,10 @@ class VideoFrameAssembler(JitterBuffer):
             # The head of this frame was lost before we started (or was dropped).
             self.discontinuity = True
             return None
-        return JitterFrame(data=b"".join(p._data for p in packets), timestamp=timestamp)  # type: ignore[attr-defined]
+        data = b"".join(p._data for p in packets)  # type: ignore[attr-defined]
+        if self._layer_of is not None:
+            return LayeredFrame(data, timestamp, self._layer_of(packets[0].payload))
+        return JitterFrame(data=data, timestamp=timestamp)
 
 
 class AudioPassThrough(JitterBuffer):

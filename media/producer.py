@@ -14,7 +14,10 @@ from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
 from media.codecs import CLOCK_RATE, TIME_BASE, is_keyframe
+from media.keyframes import REPAIR_INTERVAL_S
+from media.rate import LayerRates
 from media.tap import request_keyframe
+from media.vp8 import FrameLayer
 
 if TYPE_CHECKING:
     from media.consumer import Consumer
@@ -78,12 +81,19 @@ class Producer:
         self._keyframe_interval = keyframe_interval_s
         self._last_pli = -1e9
         self._pli_pending: asyncio.TimerHandle | None = None
+        self._pli_pending_at = 0.0
+        # Bitrate per temporal layer, for Consumers choosing what fits their link.
+        self.layer_rates = LayerRates()
+        # Whether the publisher tags its frames with temporal layers (VP8 L1T2/L1T3).
+        self.layered = False
         # counters, read by stats and tests
         self.frames = 0
         self.keyframes = 0
         self.bytes = 0
         self.discontinuities = 0
         self.keyframe_requests_sent = 0
+        # Of those, asked for on behalf of subscribers' own PLIs (media/keyframes.py).
+        self.repair_requests_sent = 0
         self.frames_paused = 0
 
     def __repr__(self) -> str:
@@ -103,6 +113,13 @@ class Producer:
         keyframe = is_keyframe(codec.mimeType, data)
         self.frames += 1
         self.bytes += len(data)
+        layer: FrameLayer | None = getattr(frame, "layer", None)
+        if self.kind == "video":
+            if layer is not None:
+                self.layered = True
+            self.layer_rates.add(
+                layer.tid if layer is not None else 0, len(data), frame.timestamp / 90000
+            )
         if keyframe and self.kind == "video":
             self.keyframes += 1
         if lost and self.kind == "video":
@@ -114,7 +131,7 @@ class Producer:
         packet.pts = self._pts_offset + frame.timestamp
         packet.time_base = self._time_base
         for consumer in tuple(self.consumers):
-            consumer.push(packet, keyframe)
+            consumer.push(packet, keyframe, layer)
         for sink in self.sinks:
             sink.frame(self, data, packet.pts, self._time_base, keyframe)
 
@@ -137,21 +154,38 @@ class Producer:
         that asked is still waiting, and the keyframe that answered the earlier request may
         have come before it started waiting.
         """
+        self._ask(self._keyframe_interval, repair=False)
+
+    def request_repair(self) -> None:
+        """Ask for a keyframe on behalf of a subscriber's own PLI, already judged worth it
+        (media/keyframes.py): at most once per REPAIR_INTERVAL_S since any keyframe request,
+        so any number of lossy subscribers cost the publisher one keyframe per interval."""
+        self._ask(max(self._keyframe_interval, REPAIR_INTERVAL_S), repair=True)
+
+    def _ask(self, interval: float, *, repair: bool) -> None:
         if self.kind != "video" or self.closed:
             return
-        wait = self._last_pli + self._keyframe_interval - time.monotonic()
+        now = time.monotonic()
+        wait = self._last_pli + interval - now
+        if self._pli_pending is not None:
+            if self._pli_pending_at <= now + max(0.0, wait):
+                return  # the request already pending comes no later: it answers this one too
+            self._pli_pending.cancel()
+            self._pli_pending = None
         if wait <= 0:
-            self._send_pli()
-        elif self._pli_pending is None:
+            self._send_pli(repair)
+        else:
             loop = asyncio.get_running_loop()
-            self._pli_pending = loop.call_later(wait, self._send_pli)
+            self._pli_pending_at = now + wait
+            self._pli_pending = loop.call_later(wait, self._send_pli, repair)
 
-    def _send_pli(self) -> None:
+    def _send_pli(self, repair: bool = False) -> None:
         self._pli_pending = None
         if self.closed:
             return
         self._last_pli = time.monotonic()
         self.keyframe_requests_sent += 1
+        self.repair_requests_sent += repair
         task = asyncio.ensure_future(request_keyframe(self.receiver))
         task.add_done_callback(_log_failure)
 

@@ -34,13 +34,16 @@ from media.errors import MediaError, loggable
 from media.extra import ExtraLine
 from media.ice import announce, rtc_configuration
 from media.producer import Producer
+from media.rate import LossBasedEstimator
 from media.tap import (
     drop_unrequested_media,
     install_receiver_tap,
     on_keyframe_request,
+    on_link_report,
     take_over_bandwidth,
     tolerate_close_while_connecting,
 )
+from media.vp8 import frame_layer
 
 if TYPE_CHECKING:
     from media.worker import MediaRoom
@@ -184,6 +187,7 @@ class PeerSession:
             transceiver.receiver,
             producer.on_frame,
             starts_frame=frame_start_check(self.room.video_codec),
+            layer_of=frame_layer if kind == "video" and self.room.video_codec == "VP8" else None,
         )
         if kind == "video":
             take_over_bandwidth(transceiver.receiver)
@@ -288,12 +292,18 @@ class PeerSession:
             transceiver = self._pc.addTransceiver(slot, direction="sendonly")
             transceiver.setCodecPreferences(preferred_codecs(producer.kind, self.room.video_codec))
             on_keyframe_request(transceiver.sender, slot.keyframe_requested)
+            if producer.kind == "video":
+                on_link_report(transceiver.sender, slot.link_report)
             slot.transceiver = transceiver
             self._slots.append(slot)
         else:
             assert slot.transceiver is not None
             slot.transceiver.direction = "sendonly"
         consumer = Consumer(producer, slot, self.participant_id)
+        if producer.kind == "video":
+            # Each subscriber is served at the rate its own link carries (media/rate.py).
+            consumer.estimator = LossBasedEstimator(self._config.max_video_bitrate)
+            consumer.on_rate_mode = self._on_rate_mode
         self.consumers[producer.id] = consumer
         self.request_negotiation()
         return consumer
@@ -461,6 +471,13 @@ class PeerSession:
         for producer_id, consumer in list(self.consumers.items()):
             if consumer.producer.kind in self._cannot_receive:
                 self.stop_consuming(producer_id)
+
+    def _on_rate_mode(self, consumer: Consumer, mode: str) -> None:
+        """Tell the subscriber when a video it receives is lowered to fit its link (fewer
+        frames per second, or still frames only) and when it is back to full."""
+        if consumer.closed or self.closed:
+            return
+        self.room.notice(self, "video_rate", f"{consumer.producer.participant_id} {mode}")
 
     def _tell_video_unavailable(self, reason: str) -> None:
         if not self._told_video_unavailable:

@@ -31,16 +31,23 @@ from aiortc.rtp import (
     RTCP_RTPFB_NACK,
     AnyRtcpPacket,
     RtcpPsfbPacket,
+    RtcpRrPacket,
     RtcpRtpfbPacket,
+    RtcpSrPacket,
     RtpPacket,
     pack_remb_fci,
+    unpack_remb_fci,
 )
 
 from media.jitter import AudioPassThrough, VideoFrameAssembler
+from media.rate import LinkReport
+from media.vp8 import FrameLayer
 
 log = logging.getLogger(__name__)
 
 TESTED_AIORTC = "1.16.0"
+
+CLOCK_RATE_OF = {"audio": 48000, "video": 90000}
 
 _QUEUE = "_RTCRtpReceiver__decoder_queue"
 _JITTER = "_RTCRtpReceiver__jitter_buffer"
@@ -125,8 +132,12 @@ def install_receiver_tap(
     on_frame: FrameCallback,
     *,
     starts_frame: Callable[[bytes], bool],
+    layer_of: Callable[[bytes], FrameLayer | None] | None = None,
 ) -> None:
     """Route ``receiver``'s encoded frames to ``on_frame`` instead of its decoder.
+
+    ``layer_of`` reads a frame's temporal layer off its first packet's payload (VP8): the
+    frames handed on then carry it as ``.layer`` (media/jitter.py LayeredFrame).
 
     Must run synchronously inside the peer connection's ``track`` event: that is before
     ``receive()`` starts the decoder thread with the queue it finds then.
@@ -144,7 +155,7 @@ def install_receiver_tap(
     kind = receiver.track.kind if receiver.track is not None else None
     buffer: VideoFrameAssembler | AudioPassThrough
     if kind == "video":
-        buffer = VideoFrameAssembler(starts_frame)
+        buffer = VideoFrameAssembler(starts_frame, layer_of=layer_of)
     elif kind == "audio":
         buffer = AudioPassThrough()
     else:
@@ -246,6 +257,66 @@ def on_keyframe_request(sender: RTCRtpSender, callback: Callable[[], None]) -> N
     if not callable(getattr(sender, "_send_keyframe", None)):
         raise TapError("RTCRtpSender has no _send_keyframe: aiortc internals changed")
     sender._send_keyframe = callback  # type: ignore[method-assign]
+
+
+def on_link_report(sender: RTCRtpSender, callback: Callable[[LinkReport], None]) -> None:
+    """Call ``callback`` with what the subscriber reports about ``sender``'s stream: each
+    receiver report block (loss fraction, jitter, aiortc's round-trip estimate) and each
+    REMB naming it. aiortc handles these first (its RTT, stats and NACK retransmission from
+    the sender's own history go on as before); the callback only reads.
+    """
+    _check_version()
+    handle = getattr(sender, "_handle_rtcp_packet", None)
+    if not callable(handle) or not hasattr(sender, _SENDER_RTT):
+        raise TapError("RTCRtpSender has no _handle_rtcp_packet: aiortc internals changed")
+    clock_rate = CLOCK_RATE_OF.get(sender.kind, 90000)
+
+    async def reported(packet: AnyRtcpPacket) -> None:
+        await handle(packet)
+        try:
+            if isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
+                for block in packet.reports:
+                    if block.ssrc != sender._ssrc:
+                        continue
+                    rtt = getattr(sender, _SENDER_RTT)
+                    callback(
+                        LinkReport(
+                            fraction_lost=block.fraction_lost / 256,
+                            jitter_s=block.jitter / clock_rate,
+                            round_trip_s=float(rtt) if rtt is not None else None,
+                        )
+                    )
+            elif isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
+                bitrate, ssrcs = unpack_remb_fci(packet.fci)
+                if sender._ssrc in ssrcs:
+                    callback(LinkReport(remb_bps=bitrate))
+        except ValueError:
+            pass  # not a REMB (another application-layer feedback)
+        except Exception:
+            # Never let a rate decision break aiortc's RTCP handling.
+            log.exception("link report callback failed")
+
+    sender._handle_rtcp_packet = reported  # type: ignore[method-assign]
+
+
+def simulate_receive_loss(receiver: RTCRtpReceiver, fraction: float, seed: int = 1) -> None:
+    """Drop ``fraction`` of the RTP packets ``receiver`` gets before aiortc sees them, as a
+    lossy link would (for test bots: this kernel has no netem). aiortc's statistics, NACKs
+    and receiver reports then see the loss as they would a real one. Before ``receive()``.
+    """
+    import random
+
+    _check_version()
+    handle = getattr(receiver, "_handle_rtp_packet", None)
+    if not callable(handle):
+        raise TapError("RTCRtpReceiver has no _handle_rtp_packet: aiortc internals changed")
+    rng = random.Random(seed)
+
+    async def lossy(packet: RtpPacket, arrival_time_ms: int) -> None:
+        if rng.random() >= fraction:
+            await handle(packet, arrival_time_ms)
+
+    receiver._handle_rtp_packet = lossy  # type: ignore[method-assign]
 
 
 _NTP_OFFSET_S = 2208988800  # seconds from 1900 (NTP) to 1970 (Unix)

@@ -33,6 +33,7 @@ from media.ice import restrict_host_addresses, restrict_ports
 from media.loop_lag import LoopLag
 from media.producer import Producer, RoomSink
 from media.quality import QualitySampler
+from media.rate import publisher_ceiling
 from media.session import PeerSession
 from media.speaker import ActiveSpeaker
 from media.tap import send_remb, use_fast_clock
@@ -301,7 +302,9 @@ class Worker:
         use_fast_clock()
 
     async def _cap_bandwidth(self) -> None:
-        """Every second, ask each video publisher for at most the configured bitrate.
+        """Every second, ask each video publisher for at most what its best-served
+        subscriber can take (media/rate.py publisher_ceiling), never above the configured
+        bitrate.
 
         The Worker decides what goes upstream (DESIGN.md): aiortc ignores subscribers' REMB
         on the forwarding path, and its own estimate starves publishers. Browsers still lower
@@ -312,8 +315,18 @@ class Worker:
             for room in list(self.rooms.values()):
                 for producer in list(room.producers.values()):
                     if producer.kind == "video" and not producer.closed:
+                        estimates = [
+                            c.estimator.bps
+                            for c in producer.consumers
+                            if c.estimator is not None and c.slot.active and not c.paused
+                        ]
+                        # Any sink but the room's active-speaker detector is a recording.
+                        recording = any(sink is not room.speaker for sink in room.sinks)
+                        bitrate = publisher_ceiling(
+                            self.config.max_video_bitrate, estimates, recording
+                        )
                         try:
-                            await send_remb(producer.receiver, self.config.max_video_bitrate)
+                            await send_remb(producer.receiver, bitrate)
                         except ConnectionError:
                             pass
 

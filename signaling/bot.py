@@ -31,7 +31,12 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from media.clips import Clip, ClipTrack
 from media.codecs import frame_start_check, is_keyframe
 from media.config import VideoCodec
-from media.tap import install_receiver_tap, on_keyframe_request, tolerate_close_while_connecting
+from media.tap import (
+    install_receiver_tap,
+    on_keyframe_request,
+    simulate_receive_loss,
+    tolerate_close_while_connecting,
+)
 from signaling import protocol as p
 
 log = logging.getLogger(__name__)
@@ -68,12 +73,16 @@ class Bot:
         video_codec: VideoCodec = "VP8",
         video_codecs: list[str] | None = None,
         relay_only: bool = False,
+        receive_loss: float = 0.0,
     ) -> None:
         # video_codec: what the bot's clip is and what it expects to receive. video_codecs:
         # what it tells the server it can use (join's videoCodecs); None says nothing.
         # relay_only: gather TURN candidates only (iceTransportPolicy "relay"), as a client
         # behind a firewall that lets nothing but its TURN server through.
         self._relay_only = relay_only
+        # receive_loss: the fraction of incoming RTP packets lost on the way, as on a weak
+        # link (tests: this kernel has no netem). NACKs and receiver reports see it.
+        self._receive_loss = receive_loss
         self._video_codec: VideoCodec = video_codec
         self._video_codecs = video_codecs
         self.base_url = base_url.rstrip("/")
@@ -425,6 +434,8 @@ class Bot:
             if self._on_frame is not None:
                 self._on_frame(inbound.kind, inbound.participant_id, frame.data, now)
 
+        if self._receive_loss:
+            simulate_receive_loss(transceiver.receiver, self._receive_loss)
         install_receiver_tap(
             transceiver.receiver, on_frame, starts_frame=frame_start_check(self._video_codec)
         )

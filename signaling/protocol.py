@@ -607,6 +607,19 @@ class VideoPolicyState(_Message):
     showing: str | None = None
 
 
+VideoRateMode = Literal["full", "reduced", "stills"]
+
+
+class VideoRate(_Message):
+    """The video this participant receives from ``participantId`` was fitted to their link:
+    ``reduced`` is fewer frames per second (temporal layers dropped), ``stills`` a fresh
+    picture every few seconds with sound as before, ``full`` back to everything."""
+
+    type: Literal["video_rate"] = "video_rate"
+    participantId: str
+    mode: VideoRateMode
+
+
 class FloorState(_Message):
     """Ward round, to everyone on every change and on joining: who has the floor (their
     audio is forwarded; absent: nobody of those held) and the raised hands, oldest first."""
@@ -732,6 +745,7 @@ ServerMessage = Annotated[
     | ShareEnded
     | PointerMoved
     | VideoPolicyState
+    | VideoRate
     | FloorState
     | AgendaState
     | CameraRequest

@@ -108,6 +108,13 @@ class RoamingLink:
                 _run([*prefix, "ip", "rule", "del", "pref", _RULE_PREF])
         self._blocked = blocked
 
+    def shape(self, rate_kbit: int, latency_ms: int = 500) -> None:
+        """Limit what reaches ``there`` to ``rate_kbit`` (tbf on our end of the veth; what
+        does not fit in ``latency_ms`` of queue is dropped, as on a congested link)."""
+        rate, latency = f"{rate_kbit}kbit", f"{latency_ms}ms"
+        _run(["tc", "qdisc", "replace", "dev", self._here_if, "root", "tbf",
+              "rate", rate, "burst", "16kbit", "latency", latency])  # fmt: skip
+
     def run_there(self, cmd: Sequence[str], **kwargs: object) -> subprocess.Popen[bytes]:
         return subprocess.Popen([*self.there_prefix, *cmd], **kwargs)  # type: ignore[call-overload]
 

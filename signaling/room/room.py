@@ -745,6 +745,14 @@ class Room:
             self.post(participant_id, p.Error(code="video_unavailable", message=message))
         elif code == "video_speaker":
             self.incoming_video.speaker(participant_id, message)
+        elif code == "video_rate":
+            # "<publisher id> <mode>": a video this participant receives fits their link.
+            publisher, _, mode = message.partition(" ")
+            if mode in ("full", "reduced", "stills") and publisher:
+                self.post(
+                    participant_id,
+                    p.VideoRate(participantId=publisher, mode=mode),  # type: ignore[arg-type]
+                )
         else:
             log.warning("%r: unknown notice %s for %s", self, code, participant_id)
 

@@ -83,3 +83,19 @@ async def test_one_to_one_call(clip: Clip, tmp_path: Path) -> None:
     assert result["forwarded_video_streams"] == 2
     assert result["delivered_pct"] is not None and result["delivered_pct"] > 0
     assert result["worker"]["consumers"] == 2
+
+
+async def test_adaptation_scenario_has_its_shape(clip: Clip, tmp_path: Path) -> None:
+    from bench.adaptation import adaptation
+    from media.clips import opus_clip
+
+    result = await adaptation(
+        clip, opus_clip(seconds=10), healthy=1, window_s=1.5, settle_s=0.2, adapt_s=0.5,
+        workdir=tmp_path, quiet_wait_s=0.0,
+    )  # fmt: skip
+    for name, subscribers in (("clean", 1), ("with_weak", 2)):
+        run = result[name]
+        assert "error" not in run, run
+        assert len(run["subscribers"]) == subscribers
+        assert run["subscribers"][0]["video_fps"] > 0 and run["server_cpu_pct"] > 0
+    assert [s["weak"] for s in result["with_weak"]["subscribers"]] == [False, True]

@@ -27,6 +27,7 @@ import {
   Toasts,
 } from "./ui.js";
 import { ImageViewer } from "./viewer.js";
+import { VideoRateUi } from "./video-rate.js";
 import { WardRound } from "./wardround.js";
 
 const boot = JSON.parse($("boot").textContent);
@@ -160,6 +161,8 @@ hook.screenShare = screenShare.state;
 hook.chat = chat;
 hook.viewer = viewer.state;
 hook.videoMode = videoMode;
+const videoRate = new VideoRateUi({ t, nameOf: (id) => participants[id]?.name || t("role.unknown") });
+hook.videoRate = videoRate;
 const panel = new RecordingsPanel({
   t,
   token: boot.token,
@@ -336,6 +339,8 @@ async function onMessage(msg) {
       return viewer.onPointer(msg);
     case "video_policy":
       return videoMode.onPolicy(msg);
+    case "video_rate":
+      return videoRate.onRate(msg);
     case "floor":
       return ward.onFloor(msg);
     case "agenda":

@@ -4,6 +4,8 @@
 // Each m-line has a source too: the camera and microphone, or an extra video track
 // ("screen", "camera2"; screenshare.js), which rides an m-line of its own.
 
+import { publishTemporalLayers } from "./layers.js";
+
 // Sources that are not a participant's main camera or microphone.
 export const EXTRA_SOURCES = ["screen", "camera2"];
 
@@ -30,6 +32,8 @@ export class Call {
     this.pendingCandidates = [];
     this.answered = false;
     this.offers = 0;
+    // What our camera publishes with (layers.js): "L1T3", "L1T2", "none"; null before.
+    this.temporalLayers = null;
 
     this.pc.addEventListener("icecandidate", (ev) => {
       // An empty candidate string is Chrome's per-generation end marker; the null event
@@ -86,6 +90,13 @@ export class Call {
     }
     const answer = await pc.createAnswer();
     await pc.setLocalDescription(answer);
+    for (const slot of offer.tracks ?? []) {
+      const tr = byMid.get(slot.mid);
+      if (slot.role === "publish" && slot.kind === "video" && tr?.sender.track) {
+        const mode = await publishTemporalLayers(tr.sender);
+        if (!EXTRA_SOURCES.includes(slot.source)) this.temporalLayers = mode;
+      }
+    }
     this.slots = new Map((offer.tracks ?? []).map((s) => [s.mid, s]));
     this.offers += 1;
     return pc.localDescription.sdp;
