@@ -206,6 +206,10 @@ async def test_the_attending_sets_up_the_beds_on_the_consultation_page(
     page = f"/console/consultations/{ward.id}"
     status, html = await browser.get(page)
     assert status == 200 and 'id="add-bed-form"' in html
+    # A round already in progress: the call sees each change at once.
+    attending = harness.bot(harness.token(ward.id, Role.doctor, "Dr. Wang", kind=WARD))
+    await attending.connect()
+    assert await attending.wait_for(lambda: _agenda(attending) is not None, TIMEOUT)
 
     for label in ("5-01", "5-02", "5-03"):
         status, location, body = await browser.post(
@@ -220,11 +224,13 @@ async def test_the_attending_sets_up_the_beds_on_the_consultation_page(
     assert all(label in section for label in ("5-01", "5-02", "5-03"))
     assert NOTE in section and REF in section
     assert section.count("data-remove-bed=") == 3
+    assert await attending.wait_for(lambda: (s := _agenda(attending)) and s.total == 3, 5)
 
     # One taken off through its own form.
     status, location, _ = await browser.post(f"{page}/agenda/{beds[1].id}/remove", {})
     assert status == 303 and location == f"{page}?done=bed_removed#ward-summary"
     assert [b.label for b in await service.clinic.ward.beds(ward.id)] == ["5-01", "5-03"]
+    assert await attending.wait_for(lambda: (s := _agenda(attending)) and s.total == 2, 5)
     status, html = await browser.get(page)
     section = _beds_section(html)
     assert "5-01" in section and "5-03" in section and "5-02" not in section
