@@ -75,7 +75,7 @@ async def ward_round(
     *,
     change: bool,
 ) -> str:
-    """The consultation, if the caller may see it (or change its agenda) and it is a ward
+    """The consultation's id, if the caller may see it (or change its agenda) and it is a ward
     round; refused with a RecordError otherwise."""
     c = await service.clinic.consultations.get(actor, consultation_id)
     if c.kind is not ConsultationKind.ward_round:
