@@ -10,9 +10,12 @@ from datetime import datetime
 from urllib.parse import quote
 
 from aiohttp import web
+from pydantic import ValidationError
 
 from rooms.records.errors import InvalidInput, RecordError
 from rooms.records.opinions import OpinionFields
+from rooms.records.ward import MAX_LABEL, MAX_NOTE, MAX_PATIENT_REF
+from signaling.console import ward_api
 from signaling.console.desk_pages import Page, page, render_consultation, render_home, status_of
 from signaling.console.forms import Form, form
 from signaling.console.views import parse_local
@@ -192,6 +195,39 @@ async def _opinion(p: Page, f: Form, consultation_id: str) -> str:
     return _consultation_url(consultation_id, "opinion")
 
 
+async def add_bed(request: web.Request) -> web.Response:
+    """A bed added to a ward round's agenda (the API's rule and checks: ward_api.add)."""
+    consultation_id = request.match_info["consultation"]
+
+    async def action(p: Page, f: Form) -> str:
+        try:
+            fields = ward_api.NewBed(
+                label=f.get("label", MAX_LABEL + 1).strip(),
+                patient_ref=f.get("patient_ref", MAX_PATIENT_REF + 1).strip(),
+                note=f.get("note", MAX_NOTE + 1).strip(),
+            )
+        except ValidationError:
+            raise InvalidInput(
+                f"a bed needs a label of at most {MAX_LABEL} characters, a patient reference "
+                f"of at most {MAX_PATIENT_REF} and a note of at most {MAX_NOTE}"
+            ) from None
+        await ward_api.add(p.service, p.actor, p.member, request, consultation_id, fields)
+        return _consultation_url(consultation_id, "bed_added") + "#ward-summary"
+
+    return await _act(request, consultation_id, action)
+
+
+async def remove_bed(request: web.Request) -> web.Response:
+    consultation_id = request.match_info["consultation"]
+    bed_id = request.match_info["bed"]
+
+    async def action(p: Page, f: Form) -> str:
+        await ward_api.remove(p.service, p.actor, p.member, request, consultation_id, bed_id)
+        return _consultation_url(consultation_id, "bed_removed") + "#ward-summary"
+
+    return await _act(request, consultation_id, action)
+
+
 async def acknowledge(request: web.Request) -> web.Response:
     opinion_id = request.match_info["opinion"]
 
@@ -216,4 +252,6 @@ def setup(app: web.Application) -> None:
     add("/console/consultations/{consultation}/attachments", _on_consultation(_attach))
     add("/console/consultations/{consultation}/join", _on_consultation(_join))
     add("/console/consultations/{consultation}/opinions", _on_consultation(_opinion))
+    add("/console/consultations/{consultation}/agenda", add_bed)
+    add("/console/consultations/{consultation}/agenda/{bed}/remove", remove_bed)
     add("/console/opinions/{opinion}/acknowledge", acknowledge)

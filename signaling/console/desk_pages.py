@@ -58,6 +58,8 @@ _DONE = frozenset(
         "opinion",
         "acknowledged",
         "password",
+        "bed_added",
+        "bed_removed",
     }
 )
 # The HTTP status of a refusal: by its class, or by its code where that says more.
@@ -326,6 +328,11 @@ async def _consultation_context(p: Page, consultation_id: str) -> dict[str, Any]
             }
             for b in await clinic.ward.beds(c.id)
         ]
+        from signaling.console.ward_api import may_change_agenda
+
+        # The form is shown to whom the API lets change the agenda; the form's POST asks
+        # the same rule again (signaling/console/ward_api.py).
+        context["may_edit_agenda"] = may_change_agenda(p.member)
     context["members"] = [
         {
             "name": await names.staff(m.staff_id),

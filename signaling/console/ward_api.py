@@ -4,7 +4,9 @@ The attending (or the site's hospital system, with its API token) sets up the be
 ward-round consultation before the round and changes them during it; whoever may see the
 consultation reads them back, with each bed's summary once the round has been there. The
 beds are kept sealed with the consultation's record (rooms/records/ward.py); a live Room
-on this node reads them again at once and tells everyone in the call (``agenda``).
+on this node reads them again at once and tells everyone in the call (``agenda``). The
+consultation's console page changes them through ``add`` and ``remove`` here too
+(signaling/console/desk_actions.py), under the same rule (``may_change_agenda``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from aiohttp import web
 from pydantic import Field
 
 from rooms.consultation import ConsultationKind
+from rooms.records.access import Actor
 from rooms.records.errors import Conflict, Forbidden
+from rooms.records.staff import StaffMember
 from rooms.records.ward import MAX_LABEL, MAX_NOTE, MAX_PATIENT_REF, Bed
 from rooms.roles import StaffRole
 from signaling.console.api import ApiModel, Caller, route
@@ -57,16 +61,59 @@ def setup(app: web.Application, rooms: Rooms) -> None:
     app[_ROOMS] = rooms
 
 
-async def _ward_round(
-    service: ClinicService, caller: Caller, request: web.Request, *, change: bool
+def may_change_agenda(member: StaffMember | None) -> bool:
+    """Whether a caller may change a ward round's agenda: the attending or a nurse, or the
+    site's hospital system (no member). The API and the console's form both ask this."""
+    return member is None or member.role in _LEADS
+
+
+async def ward_round(
+    service: ClinicService,
+    actor: Actor,
+    member: StaffMember | None,
+    consultation_id: str,
+    *,
+    change: bool,
 ) -> str:
-    consultation_id = request.match_info["consultation"]
-    c = await service.clinic.consultations.get(caller.actor, consultation_id)
+    """The consultation's id, if the caller may see it (or change its agenda) and it is a ward
+    round; refused with a RecordError otherwise."""
+    c = await service.clinic.consultations.get(actor, consultation_id)
     if c.kind is not ConsultationKind.ward_round:
         raise Conflict("only a ward round has an agenda", code="not_ward_round")
-    if change and caller.member is not None and caller.member.role not in _LEADS:
+    if change and not may_change_agenda(member):
         raise Forbidden("the attending or a nurse sets up the agenda")
-    return consultation_id
+    return c.id
+
+
+async def add(
+    service: ClinicService,
+    actor: Actor,
+    member: StaffMember | None,
+    request: web.Request,
+    consultation_id: str,
+    fields: NewBed,
+) -> Bed:
+    """Add a bed at the end of the agenda, for the API and the console's form alike."""
+    consultation_id = await ward_round(service, actor, member, consultation_id, change=True)
+    bed = await service.clinic.ward.add(
+        consultation_id, fields.label, fields.patient_ref, fields.note
+    )
+    _changed(service, actor, request, "agenda_bed_added", consultation_id, bed.id)
+    return bed
+
+
+async def remove(
+    service: ClinicService,
+    actor: Actor,
+    member: StaffMember | None,
+    request: web.Request,
+    consultation_id: str,
+    bed_id: str,
+) -> None:
+    """Take a bed off the agenda, for the API and the console's form alike."""
+    consultation_id = await ward_round(service, actor, member, consultation_id, change=True)
+    await service.clinic.ward.remove(consultation_id, bed_id)
+    _changed(service, actor, request, "agenda_bed_removed", consultation_id, bed_id)
 
 
 async def _agenda(service: ClinicService, request: web.Request, consultation_id: str) -> AgendaOut:
@@ -87,11 +134,9 @@ def _bed(b: Bed) -> BedOut:
     )
 
 
-def _changed(service: ClinicService, caller: Caller, request: web.Request, action: str,
+def _changed(service: ClinicService, actor: Actor, request: web.Request, action: str,
              consultation_id: str, bed_id: str) -> None:  # fmt: skip
-    service.frontdesk.audit.record(
-        action, by=caller.actor.id, consultation=consultation_id, bed=bed_id
-    )
+    service.frontdesk.audit.record(action, by=actor.id, consultation=consultation_id, bed=bed_id)
     room = request.app[_ROOMS].get(consultation_id)
     if room is not None:
         room.spawn(room.agenda.reload(), "reading the agenda again")
@@ -102,7 +147,9 @@ async def get_agenda(
     service: ClinicService, caller: Caller, _: None, request: web.Request
 ) -> AgendaOut:
     """A ward round's agenda of beds, with each bed's summary once visited"""
-    consultation_id = await _ward_round(service, caller, request, change=False)
+    consultation_id = await ward_round(
+        service, caller.actor, caller.member, request.match_info["consultation"], change=False
+    )
     return await _agenda(service, request, consultation_id)
 
 
@@ -111,10 +158,8 @@ async def add_bed(
     service: ClinicService, caller: Caller, body: NewBed, request: web.Request
 ) -> BedOut:
     """Add a bed at the end of a ward round's agenda"""
-    consultation_id = await _ward_round(service, caller, request, change=True)
-    bed = await service.clinic.ward.add(consultation_id, body.label, body.patient_ref, body.note)
-    _changed(service, caller, request, "agenda_bed_added", consultation_id, bed.id)
-    return _bed(bed)
+    consultation_id = request.match_info["consultation"]
+    return _bed(await add(service, caller.actor, caller.member, request, consultation_id, body))
 
 
 @route("DELETE", "/consultations/{consultation}/agenda/{bed}", None, AgendaOut)
@@ -122,8 +167,7 @@ async def remove_bed(
     service: ClinicService, caller: Caller, _: None, request: web.Request
 ) -> AgendaOut:
     """Take a bed off a ward round's agenda"""
-    consultation_id = await _ward_round(service, caller, request, change=True)
+    consultation_id = request.match_info["consultation"]
     bed_id = request.match_info["bed"]
-    await service.clinic.ward.remove(consultation_id, bed_id)
-    _changed(service, caller, request, "agenda_bed_removed", consultation_id, bed_id)
+    await remove(service, caller.actor, caller.member, request, consultation_id, bed_id)
     return await _agenda(service, request, consultation_id)

@@ -1,10 +1,11 @@
-"""A remote ward round in headless Chromium against a real ``teleconsult serve``: the
-attending sets up three beds over the front desk API, a bedside page (a nurse) and two
-remote experts join. The agenda advances on every page; an expert without the floor cannot
-be heard (the others' getStats() shows no inbound audio packets from them) while the bedside
-is; the expert raises a hand, the attending gives the floor from the hand queue and the
-expert is heard by everyone; taking the floor back silences them again. Screenshots of the
-attending's and an expert's page in en and zh-CN land in test-artifacts/wardround-*.png."""
+"""A remote ward round in headless Chromium against a real ``teleconsult serve``: the attending
+sets up three beds with the form on the consultation's console page, a bedside page (a
+nurse) and two remote experts join. The agenda advances on every page; an expert without the
+floor cannot be heard (the others' getStats() shows no inbound audio packets from them)
+while the bedside is; the expert raises a hand, the attending gives the floor from the hand
+queue and the expert is heard by everyone; taking the floor back silences them again.
+Screenshots of the agenda on the console page, the attending's and an expert's page in en
+and zh-CN land in test-artifacts/wardround-*.png."""
 
 from __future__ import annotations
 
@@ -134,12 +135,22 @@ async def test_a_ward_round_with_floor_control(server: RunningServer, lang: str)
         )
         assert status == 201, c
         cid = c["id"]
-        for label in ("3-12", "3-14", "3-15"):
-            status, bed = await desk.evaluate(
-                API_JS,
-                ["POST", f"/consultations/{cid}/agenda", {"label": label, "note": NOTE}],
-            )
-            assert status == 201, bed
+        # The beds are set up on the consultation's console page; a wrong one taken off.
+        await desk.goto(f"{server.base_url}/console/consultations/{cid}?lang={lang}")
+        for label in ("3-12", "3-13", "3-14", "3-15"):
+            await desk.fill("#add-bed-form input[name=label]", label)
+            await desk.fill("#add-bed-form input[name=note]", NOTE)
+            async with desk.expect_navigation():
+                await desk.click("#add-bed-btn")
+        wrong = desk.locator(".ward-bed", has_text="3-13")
+        async with desk.expect_navigation():
+            await wrong.locator("[data-remove-bed]").click()
+        labels = await desk.locator(".ward-bed-label").all_text_contents()
+        assert labels == ["3-12", "3-14", "3-15"]
+        assert await desk.locator(".ward-bed-note").all_text_contents() == [NOTE] * 3
+        await desk.locator("#ward-summary").screenshot(
+            path=str(ARTIFACTS / f"wardround-agenda-{lang}.png")
+        )
         await desk.close()
 
         urls = {

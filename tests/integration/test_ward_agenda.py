@@ -190,3 +190,89 @@ async def test_an_expert_cannot_change_the_agenda_and_a_call_without_a_record_ha
     await attending.send(p.AgendaNext(type="agenda_next"))
     assert await attending.wait_for(lambda: bool(attending.errors), 5)
     assert attending.errors[-1].code == "unexpected"
+
+
+def _beds_section(html: str) -> str:
+    return html.split('id="ward-summary"', 1)[1].split("</section>", 1)[0]
+
+
+async def test_the_attending_sets_up_the_beds_on_the_consultation_page(
+    harness: Harness, browser: Browser
+) -> None:
+    doctor, _ = await _staff(harness)
+    service = harness.http.app[CLINIC]
+    ward = await service.start_now(doctor.actor, "ward_round", 60, None)
+    await browser.login("dr-wang")
+    page = f"/console/consultations/{ward.id}"
+    status, html = await browser.get(page)
+    assert status == 200 and 'id="add-bed-form"' in html
+    # A round already in progress: the call sees each change at once.
+    attending = harness.bot(harness.token(ward.id, Role.doctor, "Dr. Wang", kind=WARD))
+    await attending.connect()
+    assert await attending.wait_for(lambda: _agenda(attending) is not None, TIMEOUT)
+
+    for label in ("5-01", "5-02", "5-03"):
+        status, location, body = await browser.post(
+            f"{page}/agenda", {"label": label, "patient_ref": REF, "note": NOTE}
+        )
+        assert status == 303, body
+        assert location == f"{page}?done=bed_added#ward-summary"
+    beds = await service.clinic.ward.beds(ward.id)
+    assert [b.label for b in beds] == ["5-01", "5-02", "5-03"]
+    status, html = await browser.get(page)
+    section = _beds_section(html)
+    assert all(label in section for label in ("5-01", "5-02", "5-03"))
+    assert NOTE in section and REF in section
+    assert section.count("data-remove-bed=") == 3
+    assert await attending.wait_for(lambda: (s := _agenda(attending)) and s.total == 3, 5)
+
+    # One taken off through its own form.
+    status, location, _ = await browser.post(f"{page}/agenda/{beds[1].id}/remove", {})
+    assert status == 303 and location == f"{page}?done=bed_removed#ward-summary"
+    assert [b.label for b in await service.clinic.ward.beds(ward.id)] == ["5-01", "5-03"]
+    assert await attending.wait_for(lambda: (s := _agenda(attending)) and s.total == 2, 5)
+    status, html = await browser.get(page)
+    section = _beds_section(html)
+    assert "5-01" in section and "5-03" in section and "5-02" not in section
+    # The API reads the same agenda.
+    status, body = await browser.api("GET", f"/consultations/{ward.id}/agenda")
+    assert status == 200
+    assert [b["label"] for b in body["beds"]] == ["5-01", "5-03"]  # type: ignore[index]
+
+    # A label too long is refused on the page, with the reason, and nothing is added.
+    status, _, html = await browser.post(f"{page}/agenda", {"label": "x" * 41})
+    assert status == 400 and 'id="add-bed-form"' in html
+    assert len(await service.clinic.ward.beds(ward.id)) == 2
+    actions = [e["action"] for e in harness.server.audit.entries()]
+    assert actions.count("agenda_bed_added") == 3 and "agenda_bed_removed" in actions
+
+
+async def test_the_bed_forms_want_a_csrf_token_and_the_right_to_change_the_agenda(
+    harness: Harness, browser: Browser
+) -> None:
+    doctor, expert = await _staff(harness)
+    service = harness.http.app[CLINIC]
+    ward = await service.start_now(doctor.actor, "ward_round", 60, None)
+    bed = await service.clinic.ward.add(ward.id, "7-01", "", "")
+    page = f"/console/consultations/{ward.id}"
+
+    await browser.login("dr-wang")
+    status, _, _ = await browser.post(f"{page}/agenda", {"label": "7-02"}, csrf=False)
+    assert status == 403
+    status, _, _ = await browser.post(f"{page}/agenda/{bed.id}/remove", {}, csrf=False)
+    assert status == 403
+    assert [b.label for b in await service.clinic.ward.beds(ward.id)] == ["7-01"]
+
+    # An expert in the consultation may see it, but not change its agenda: no form, and
+    # the form's POST refused all the same.
+    await service.add_staff(doctor.actor, ward.id, expert.id)
+    browser.http.cookie_jar.clear()
+    await browser.login("dr-zhang")
+    status, html = await browser.get(page)
+    assert status == 200 and 'id="add-bed-form"' not in html and "data-remove-bed" not in html
+    assert "7-01" in _beds_section(html)
+    status, _, _ = await browser.post(f"{page}/agenda", {"label": "7-02"})
+    assert status == 403
+    status, _, _ = await browser.post(f"{page}/agenda/{bed.id}/remove", {})
+    assert status == 403
+    assert [b.label for b in await service.clinic.ward.beds(ward.id)] == ["7-01"]
