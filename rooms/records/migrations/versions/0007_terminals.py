@@ -1,8 +1,8 @@
 """Nursing-home terminals: the terminals, pairings in progress, wrong codes, calls.
 
-Revision ID: 0008
+Revision ID: 0007
 Revises: 0006
-Create Date: 2026-12-05
+Create Date: 2026-11-25
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from alembic import op
 
 from rooms.records.schema import UtcDateTime
 
-revision = "0008"
+revision = "0007"
 down_revision = "0006"
 branch_labels = None
 depends_on = None
