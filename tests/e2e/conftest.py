@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -21,7 +22,16 @@ from aiohttp.test_utils import TestClient, TestServer
 from signaling.config import ServerConfig
 from signaling.http import appkeys
 from signaling.http.pages import setup_pages
-from tests.e2e.helpers import HEALTH_TIMEOUT_S, PAGES_SECRET, REPO, RunningServer, free_port
+from tests import roaming
+from tests.e2e.helpers import (
+    CHROMIUM,
+    HEALTH_TIMEOUT_S,
+    PAGES_SECRET,
+    REPO,
+    RunningServer,
+    chromium,
+    free_port,
+)
 
 
 @pytest.fixture
@@ -86,3 +96,36 @@ def serve(tmp_path_factory: pytest.TempPathFactory, *args: str) -> Iterator[Runn
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+
+
+# A page in a network namespace of its own (tests/roaming.py), for the network-switch and
+# weak-link tests: the link, a server reachable from there, and Chromium running there.
+
+
+@pytest.fixture
+def link() -> Iterator[roaming.RoamingLink]:
+    with roaming.roaming_link() as link:
+        yield link
+
+
+@pytest.fixture
+def roaming_server(
+    link: roaming.RoamingLink, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningServer]:
+    running = serve(
+        tmp_path_factory,
+        "--host", "0.0.0.0", "--ice-address", "127.0.0.1", "--ice-address", link.here,
+    )  # fmt: skip
+    yield next(running)
+    running.close()
+
+
+def far_chromium(tmp: Path, link: roaming.RoamingLink, server: RunningServer) -> Any:
+    """Chromium in the far namespace. Its page comes from http://<here>:<port>, which is not
+    a secure context, and the camera is only given to one: that origin is declared secure
+    (what HTTPS gives a real deployment)."""
+    origin = server.base_url.replace("127.0.0.1", link.here, 1)
+    there = tmp / "chromium-there"
+    there.write_text(f'#!/bin/sh\nexec {" ".join(link.there_prefix)} {CHROMIUM} "$@"\n')
+    there.chmod(0o755)
+    return chromium([f"--unsafely-treat-insecure-origin-as-secure={origin}"], executable=str(there))

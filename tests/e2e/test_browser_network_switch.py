@@ -11,17 +11,15 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests import roaming
-from tests.e2e.conftest import serve
+from tests.e2e.conftest import far_chromium
 from tests.e2e.helpers import (
     ARTIFACTS,
-    CHROMIUM,
     STATS_JS,
     RunningServer,
     chromium,
@@ -71,24 +69,6 @@ def _longest_gap(times_ms: list[int], since_ms: int, until_ms: int) -> float:
     return max(b - a for a, b in itertools.pairwise(marks)) / 1000
 
 
-@pytest.fixture
-def link() -> Iterator[roaming.RoamingLink]:
-    with roaming.roaming_link() as link:
-        yield link
-
-
-@pytest.fixture
-def roaming_server(
-    link: roaming.RoamingLink, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RunningServer]:
-    running = serve(
-        tmp_path_factory,
-        "--host", "0.0.0.0", "--ice-address", "127.0.0.1", "--ice-address", link.here,
-    )  # fmt: skip
-    yield next(running)
-    running.close()
-
-
 async def _both_decode(pages: list[Any], server: RunningServer, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
@@ -103,24 +83,6 @@ async def _now_ms(page: Any) -> int:
     return int(await page.evaluate("Date.now()"))
 
 
-def _far_chromium(tmp: Path, link: roaming.RoamingLink, server: RunningServer) -> Any:
-    """Chromium in the far namespace. Its page comes from http://<here>:<port>, which is not
-    a secure context, and the camera is only given to one: that origin is declared secure
-    (what HTTPS gives a real deployment)."""
-    origin = server.base_url.replace("127.0.0.1", link.here, 1)
-    return chromium(
-        [f"--unsafely-treat-insecure-origin-as-secure={origin}"],
-        executable=_wrapper(tmp, link),
-    )
-
-
-def _wrapper(tmp: Path, link: roaming.RoamingLink) -> str:
-    there = tmp / "chromium-there"
-    there.write_text(f'#!/bin/sh\nexec {" ".join(link.there_prefix)} {CHROMIUM} "$@"\n')
-    there.chmod(0o755)
-    return str(there)
-
-
 async def test_a_network_switch_costs_at_most_three_seconds_of_media(
     roaming_server: RunningServer, link: roaming.RoamingLink, tmp_path: Path
 ) -> None:
@@ -130,7 +92,7 @@ async def test_a_network_switch_costs_at_most_three_seconds_of_media(
     patient_url = server.invite("patient", "Zhang Ayi", consultation).replace(
         "127.0.0.1", link.here, 1
     )
-    async with chromium() as here, _far_chromium(tmp_path, link, server) as there:
+    async with chromium() as here, far_chromium(tmp_path, link, server) as there:
         doctor = await here.new_page()
         await doctor.goto(f"{doctor_url}?autojoin=1&lang=en")
         patient = await there.new_page()
@@ -178,7 +140,7 @@ async def test_forty_seconds_without_udp_and_the_call_comes_back_by_itself(
     patient_url = server.invite("patient", "Zhang Ayi", consultation).replace(
         "127.0.0.1", link.here, 1
     )
-    async with chromium() as here, _far_chromium(tmp_path, link, server) as there:
+    async with chromium() as here, far_chromium(tmp_path, link, server) as there:
         doctor = await here.new_page()
         await doctor.goto(f"{doctor_url}?autojoin=1&lang=en")
         patient = await there.new_page()

@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests import roaming
-from tests.e2e.conftest import serve
+from tests.e2e.conftest import far_chromium
 from tests.e2e.helpers import (
     ARTIFACTS,
-    CHROMIUM,
     RunningServer,
     chromium,
     needs_chromium,
@@ -59,32 +57,6 @@ async () => {
 """
 
 
-@pytest.fixture
-def link() -> Iterator[roaming.RoamingLink]:
-    with roaming.roaming_link() as link:
-        yield link
-
-
-@pytest.fixture
-def weak_server(
-    link: roaming.RoamingLink, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RunningServer]:
-    running = serve(
-        tmp_path_factory,
-        "--host", "0.0.0.0", "--ice-address", "127.0.0.1", "--ice-address", link.here,
-    )  # fmt: skip
-    yield next(running)
-    running.close()
-
-
-def _far_chromium(tmp: Path, link: roaming.RoamingLink, server: RunningServer) -> Any:
-    origin = server.base_url.replace("127.0.0.1", link.here, 1)
-    there = tmp / "chromium-there"
-    there.write_text(f'#!/bin/sh\nexec {" ".join(link.there_prefix)} {CHROMIUM} "$@"\n')
-    there.chmod(0o755)
-    return chromium([f"--unsafely-treat-insecure-origin-as-secure={origin}"], executable=str(there))
-
-
 def _from(stats: dict[str, Any], publisher: str) -> dict[str, Any] | None:
     mids = {s["mid"] for s in stats["slots"] if s.get("participantId") == publisher}
     found = [s for s in stats["inbound"] if s["mid"] in mids]
@@ -92,16 +64,16 @@ def _from(stats: dict[str, Any], publisher: str) -> dict[str, Any] | None:
 
 
 async def test_a_throttled_subscriber_costs_nobody_else(
-    weak_server: RunningServer, link: roaming.RoamingLink, tmp_path: Path
+    roaming_server: RunningServer, link: roaming.RoamingLink, tmp_path: Path
 ) -> None:
-    server = weak_server
+    server = roaming_server
     consultation = "e2e-weak-link"
     doctor_url = server.invite("doctor", "Dr. Li", consultation)
     expert_url = server.invite("expert", "Dr. Wang", consultation)
     patient_url = server.invite("patient", "Zhang Ayi", consultation).replace(
         "127.0.0.1", link.here, 1
     )
-    async with chromium() as here, _far_chromium(tmp_path, link, server) as there:
+    async with chromium() as here, far_chromium(tmp_path, link, server) as there:
         doctor = await here.new_page()
         await doctor.goto(f"{doctor_url}?autojoin=1&lang=en")
         expert = await here.new_page()
@@ -167,18 +139,18 @@ async def test_a_throttled_subscriber_costs_nobody_else(
 
 
 async def test_one_to_one_over_a_weak_link_gets_moving_video(
-    weak_server: RunningServer, link: roaming.RoamingLink, tmp_path: Path
+    roaming_server: RunningServer, link: roaming.RoamingLink, tmp_path: Path
 ) -> None:
     """Alone with the doctor, the throttled patient's estimate is the most the doctor's
     camera is asked for: it sizes its stream for that link, and the patient gets moving
     video (fewer frames, smaller), not still frames."""
-    server = weak_server
+    server = roaming_server
     consultation = "e2e-weak-link-1to1"
     doctor_url = server.invite("doctor", "Dr. Li", consultation)
     patient_url = server.invite("patient", "Zhang Ayi", consultation).replace(
         "127.0.0.1", link.here, 1
     )
-    async with chromium() as here, _far_chromium(tmp_path, link, server) as there:
+    async with chromium() as here, far_chromium(tmp_path, link, server) as there:
         doctor = await here.new_page()
         await doctor.goto(f"{doctor_url}?autojoin=1&lang=en")
         patient = await there.new_page()
